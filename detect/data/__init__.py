@@ -1,0 +1,1 @@
+"""Datasets (PASCAL VOC, COCO, the built-in synthetic shapes), augmentation and collation."""

@@ -1,0 +1,42 @@
+"""The project's own exception types.
+
+Every failure caused by the user's input (data, configuration, checkpoints, output paths) is
+raised as a :class:`DetectError` subclass whose message is one line that names the offending
+file (and object) and says what to do. Command-line tools turn these into exit code 2 and that
+single line; anything else escaping is a bug in detect.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class DetectError(Exception):
+    """Base class of every error detect raises on bad user input.
+
+    Args:
+        message: what is wrong and what to do about it (one line).
+        path: the file or directory concerned, if any; it is prefixed to the message.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.reason = message
+        text = message if self.path is None else f"{self.path}: {message}"
+        super().__init__(" ".join(text.split()))  # guarantee one line
+
+
+class DataError(DetectError):
+    """A dataset file (annotation, image, detections) is missing, malformed or inconsistent."""
+
+
+class ConfigError(DetectError):
+    """A configuration file or override is invalid."""
+
+
+class CheckpointError(DetectError):
+    """A checkpoint is missing, unreadable or incompatible."""
+
+
+class OutputError(DetectError):
+    """An output location cannot be written."""

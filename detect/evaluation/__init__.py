@@ -1,0 +1,1 @@
+"""Evaluation: PASCAL VOC average precision, COCO metrics through pycocotools, PR curves."""

@@ -1,0 +1,77 @@
+"""Safe file output: every file detect writes goes through here.
+
+Files are written to a temporary sibling and moved into place with :func:`os.replace`, which is
+atomic on POSIX and Windows: a reader sees either the old complete file or the new complete
+file, never a partial one, and an error mid-write (disk full, permission denied, interruption)
+leaves the previous version untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+from detect.errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on clean exit fsync it and rename it onto ``path``.
+
+    Raises:
+        OutputError: the directory cannot be created or written (read-only, disk full, ...).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open supports modes 'w' and 'wb', not {mode!r}")
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OutputError(f"cannot write here ({error.strerror}); choose a writable output "
+                          "directory", path) from None
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise OutputError(f"writing failed ({error.strerror}); the previous version, if any, is "
+                          "untouched — free space or choose another output directory", path) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see module docstring)."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    """Serialise ``obj`` as JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def atomic_save(path: str | os.PathLike, writer: Callable[[IO], None]) -> None:
+    """Call ``writer(handle)`` on a binary temporary file and move it onto ``path`` atomically.
+
+    Used for formats with their own writer, e.g. ``atomic_save(p, lambda f: torch.save(obj, f))``.
+    """
+    with atomic_open(path, "wb") as handle:
+        writer(handle)

@@ -1,0 +1,57 @@
+"""COCO reader: same samples as VOC, crowd → difficult, validation failures."""
+
+import json
+
+import numpy as np
+import pytest
+
+from detect.data.coco import load_coco
+from detect.errors import DataError
+
+
+def test_loads_coco_into_library_convention(tiny_coco):
+    dataset = load_coco(tiny_coco)
+    assert dataset.class_names == ["circle", "square"]      # by increasing category id (1, 3)
+    sample = dataset.load(0)
+    assert sample["image_id"] == "7"
+    np.testing.assert_allclose(sample["boxes"], [[10, 5, 30, 20], [0, 0, 5.5, 4]])
+    assert sample["labels"].tolist() == [1, 0]
+    assert sample["difficult"].tolist() == [False, True]      # iscrowd
+    assert dataset.load(1)["boxes"].shape == (0, 4)            # negative image kept
+    assert set(dataset.ground_truth()) == {"7", "9"}
+
+
+def _rewrite(path, mutate):
+    content = json.loads(path.read_text())
+    mutate(content)
+    path.write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["annotations"][0].update(bbox=[10, 5, 100, 15]), "outside the 50x40 image"),
+    (lambda c: c["annotations"][0].update(bbox=[10, 5, 0, 15]), "no area"),
+    (lambda c: c["annotations"][0].update(bbox=[10, 5, 15]), "must be 4 numbers"),
+    (lambda c: c["annotations"][0].update(category_id=42), "unknown category id 42"),
+    (lambda c: c["annotations"][0].update(image_id=42), "not in 'images'"),
+    (lambda c: c["images"][0].update(width=51), "annotation says the image is 51x40"),
+    (lambda c: c["images"][1].update(id=7), "image id 7 appears twice"),
+    (lambda c: c.pop("categories"), "'categories' section"),
+    (lambda c: c["images"][0].update(file_name="missing.jpg"), "image file not found"),
+])
+def test_invalid_coco_names_file(tiny_coco, mutate, message):
+    _rewrite(tiny_coco, mutate)
+    with pytest.raises(DataError, match=message) as info:
+        load_coco(tiny_coco)
+    assert str(tiny_coco.parent) in str(info.value)
+
+
+def test_malformed_json(tiny_coco):
+    tiny_coco.write_text("{not json")
+    with pytest.raises(DataError, match="malformed JSON"):
+        load_coco(tiny_coco)
+
+
+def test_unknown_class_against_given_list(tiny_coco):
+    with pytest.raises(DataError, match="unknown class"):
+        load_coco(tiny_coco, class_names=["square"])
+    assert len(load_coco(tiny_coco, class_names=["square"], on_invalid="skip").load(0)["boxes"]) == 1
