@@ -23,8 +23,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -c "import cv2, torch, torchvision; cv2.ximgproc.segmentation; print('setup ok: torch', torch.__version__, '| cv2', cv2.__version__, 'with ximgproc')"
 	touch $@
 
+# The main job: train the default detector (Faster R-CNN on the built-in shapes, generated on
+# first use), evaluate the best checkpoint on the test split, and draw detections on a test image.
 demo: setup
-	$(PY) tools/demo.py
+	$(PY) tools/train.py
+	$(PY) tools/eval.py --data builtin --split test --checkpoint runs/faster_rcnn_shapes/best.pt --plots runs/faster_rcnn_shapes
+	$(PY) tools/infer.py data/shapes/JPEGImages/test_000000.jpg data/shapes/JPEGImages/test_000001.jpg --out runs/faster_rcnn_shapes/infer
 
 test: setup
 	@# pytest exits 5 when it collects no tests; that is not a failure, anything else is.

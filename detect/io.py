@@ -18,6 +18,12 @@ from typing import IO, Any, Callable, Iterator
 from detect.errors import OutputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on clean exit fsync it and rename it onto ``path``.
@@ -39,6 +45,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_name, path)
     except OSError as error:
         with contextlib.suppress(OSError):

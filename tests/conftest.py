@@ -57,3 +57,20 @@ def tiny_coco(tmp_path: Path) -> Path:
     }
     (root / "instances.json").write_text(json.dumps(content))
     return root / "instances.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A Faster R-CNN checkpoint for the 8 shape classes after one iteration at 64 px (fast, not accurate)."""
+    from detect.config import load_config
+    from detect.engine.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("checkpoint")
+    config = load_config(None, [
+        f"data.builtin_root={root / 'shapes'}", "data.builtin.image_size=64", "data.builtin.num_trainval=4",
+        "data.builtin.num_test=2", "data.num_workers=0", "data.augmentation.max_size=64", "model.input_size=64",
+        "model.anchors.sizes=[8,16,32]", "model.rpn.min_size=1", "model.roi_head.hidden_dim=32",
+        "model.roi_head.batch_size_per_image=16", "train.epochs=1", "train.batch_size=2",
+        f"train.output_dir={root / 'run'}"])
+    Trainer(config, progress=False, tensorboard=False).fit(max_iterations=1)
+    return root / "run" / "last.pt"

@@ -26,8 +26,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 
 def _open(path: str | os.PathLike) -> Image.Image:
     if not os.path.exists(path):
-        raise DataError("image file not found; check the dataset's JPEGImages folder or the "
-                        "file name in the annotation", path)
+        raise DataError("image file not found; check the path (in a dataset: the image folder "
+                        "and the file name in the annotation)", path)
     if os.path.isdir(path):
         raise DataError("expected an image file but found a directory", path)
     try:

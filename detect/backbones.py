@@ -1,0 +1,202 @@
+"""The shared backbone factory: every detector extracts features through :func:`build_backbone`.
+
+A :class:`Backbone` takes RGB images as float tensors in ``[0, 1]`` (``[B, 3, H, W]``), normalises
+them with its own statistics, and returns one feature map ``[B, out_channels, H / stride, W / stride]``.
+
+========================  ======  ===========  ============================================
+name                      stride  out_channels  what
+========================  ======  ===========  ============================================
+``small``                 16      128          from scratch, fast enough for 2 CPU cores
+``mobilenet_v2``          16      96           torchvision, ``features[:14]``
+``resnet18``              16      256          torchvision, conv1 … layer3 (Faster R-CNN "C4")
+``resnet50``              16      1024         torchvision, conv1 … layer3
+``vgg16``                 16      512          torchvision, conv1_1 … conv5_3 (the papers' net)
+========================  ======  ===========  ============================================
+
+Pretrained weights: ``weights`` is None, a local state-dict file in torchvision's format for the
+full classification network, or ``"imagenet"`` (torchvision's own download, for users with
+internet). Pretrained networks get their BatchNorm replaced by frozen BatchNorm: fine-tuning
+with small batches would otherwise destroy the statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from detect.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Backbone(nn.Module):
+    """Normalise, then run ``stages`` in order.
+
+    Attributes:
+        out_channels: channels of the output feature map.
+        stride: input pixels per output cell.
+    """
+
+    def __init__(self, stages: list[nn.Module], out_channels: int, stride: int,
+                 mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD):
+        super().__init__()
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = out_channels
+        self.stride = stride
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (Tensor[B, 3, H, W], RGB in [0, 1]) → features (Tensor[B, C, H/stride, W/stride])."""
+        return self.stages((images - self.mean) / self.std)
+
+    def freeze_stages(self, count: int) -> None:
+        """Stop training the first ``count`` stages (their weights keep requires_grad=False)."""
+        if count > len(self.stages):
+            raise ConfigError(f"model.backbone.frozen_stages={count} but this backbone has only "
+                              f"{len(self.stages)} stages")
+        for stage in list(self.stages)[:count]:
+            for parameter in stage.parameters():
+                parameter.requires_grad_(False)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+
+
+def small_backbone(widths: tuple[int, ...] = (16, 32, 64, 128)) -> Backbone:
+    """A small VGG-style network trained from scratch: each stage halves the resolution.
+
+    Stage ``i`` is ``conv3x3(stride 2) → conv3x3`` with BatchNorm and ReLU; the first stage is a
+    single strided conv. About 0.4 M parameters and 0.2 GMAC for a 256 × 256 image.
+    """
+    stages, in_channels = [], 3
+    for index, width in enumerate(widths):
+        layers = _conv_bn_relu(in_channels, width, stride=2)
+        if index > 0:
+            layers += _conv_bn_relu(width, width)
+        if index == len(widths) - 1:
+            layers += _conv_bn_relu(width, width)
+        stages.append(nn.Sequential(*layers))
+        in_channels = width
+    return Backbone(stages, out_channels=widths[-1], stride=2 ** len(widths),
+                    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def _load_state_dict(network: nn.Module, weights: str | None, name: str, torchvision_weights: Callable) -> bool:
+    """Load classification weights into a torchvision network; return True if pretrained."""
+    if weights is None:
+        return False
+    if weights == "imagenet":
+        state = torchvision_weights().get_state_dict(progress=True)
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise CheckpointError("backbone weights file not found; pass a state-dict file, "
+                                  "'imagenet', or null for random initialisation", path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many types for a bad file
+            raise CheckpointError(f"cannot read backbone weights ({type(error).__name__}); is this a "
+                                  "torch state dict?", path) from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(f"weights do not fit torchvision's {name} ({first})", weights) from None
+    logger.info("loaded %s weights from %s", name, weights)
+    return True
+
+
+def _freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by FrozenBatchNorm2d with the same statistics and affine terms."""
+    for child_name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, child_name, frozen)
+        else:
+            _freeze_batchnorm(child)
+    return module
+
+
+def mobilenet_v2_backbone(weights: str | None = None) -> Backbone:
+    network = torchvision.models.mobilenet_v2()
+    pretrained = _load_state_dict(network, weights, "mobilenet_v2",
+                                  lambda: torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)
+    features = network.features
+    # stride 2 (0-1), 4 (2-3), 8 (4-6), 16 (7-13): stop at stride 16 as the papers' C4 features do.
+    stages = [features[0:2], features[2:4], features[4:7], features[7:14]]
+    backbone = Backbone(stages, out_channels=96, stride=16)
+    return _freeze_batchnorm(backbone) if pretrained else backbone
+
+
+def resnet_backbone(depth: int, weights: str | None = None) -> Backbone:
+    name = f"resnet{depth}"
+    network = getattr(torchvision.models, name)()
+    enum = {18: torchvision.models.ResNet18_Weights, 50: torchvision.models.ResNet50_Weights}[depth]
+    pretrained = _load_state_dict(network, weights, name, lambda: enum.IMAGENET1K_V1)
+    stem = nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool)
+    stages = [stem, network.layer1, network.layer2, network.layer3]
+    backbone = Backbone(stages, out_channels=256 if depth == 18 else 1024, stride=16)
+    return _freeze_batchnorm(backbone) if pretrained else backbone
+
+
+def vgg16_backbone(weights: str | None = None) -> Backbone:
+    network = torchvision.models.vgg16()
+    _load_state_dict(network, weights, "vgg16", lambda: torchvision.models.VGG16_Weights.IMAGENET1K_V1)
+    features = network.features
+    # Pools sit at indices 4, 9, 16, 23, 30; the last is dropped (stride 16, conv5_3 output).
+    stages = [features[0:5], features[5:10], features[10:17], features[17:24], features[24:30]]
+    return Backbone(stages, out_channels=512, stride=16)
+
+
+BACKBONES: dict[str, Callable[[str | None], Backbone]] = {
+    "small": lambda weights: _small_with_weights(weights),
+    "mobilenet_v2": mobilenet_v2_backbone,
+    "resnet18": lambda weights: resnet_backbone(18, weights),
+    "resnet50": lambda weights: resnet_backbone(50, weights),
+    "vgg16": vgg16_backbone,
+}
+
+
+def _small_with_weights(weights: str | None) -> Backbone:
+    if weights is not None:
+        raise ConfigError("the 'small' backbone has no pretrained weights; set model.backbone.weights "
+                          "to null, or use mobilenet_v2 / resnet18 / resnet50 / vgg16")
+    return small_backbone()
+
+
+def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_stages: int = 0) -> Backbone:
+    """Build a backbone by name (see the module table).
+
+    Args:
+        name: ``small``, ``mobilenet_v2``, ``resnet18``, ``resnet50`` or ``vgg16``.
+        weights: None, a local state-dict file, or ``"imagenet"``.
+        frozen_stages: leading stages excluded from training.
+
+    Raises:
+        ConfigError: unknown name or impossible combination. CheckpointError: unusable weights file.
+    """
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
+                          "(model.backbone.name)")
+    backbone = BACKBONES[name](None if weights is None else os.fspath(weights))
+    backbone.freeze_stages(frozen_stages)
+    return backbone

@@ -1,0 +1,390 @@
+"""Typed experiment configuration loaded from YAML.
+
+A config is a tree of dataclasses (:class:`Config` at the root). YAML files in ``configs/`` set
+any subset of the fields; everything else keeps the defaults written here, which are the papers'
+values unless a comment says why not. Loading is strict:
+
+* an unknown key is an error naming the key and the file (a typo never silently does nothing);
+* a value of the wrong type is an error naming the key, the expected type and the file;
+* numeric fields declare their valid range (``_ranged``), checked at load.
+
+Command-line overrides use dotted keys with YAML values: ``train.lr=0.01``,
+``model.anchors.sizes=[16,32,64]``, ``data.class_names=null``.
+Model code never imports a global config: builders receive the sub-config they need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from detect.data.synthetic import SyntheticConfig
+from detect.data.transforms import AugmentationConfig
+from detect.errors import ConfigError
+
+BUILTIN_DATASET = "builtin"
+
+
+def _ranged(default: Any, low: float | None = None, high: float | None = None, *,
+            low_open: bool = False, high_open: bool = False) -> Any:
+    """A dataclass field whose value (or each element of it) must lie in ``[low, high]``."""
+    return field(default=default, metadata={"range": (low, high, low_open, high_open)})
+
+
+def _tuple(*values: Any, low: float | None = None, high: float | None = None, low_open: bool = False) -> Any:
+    return field(default_factory=lambda: tuple(values), metadata={"range": (low, high, low_open, False)})
+
+
+@dataclass
+class BackboneConfig:
+    """Feature extractor shared by every detector (see :mod:`detect.backbones`).
+
+    Attributes:
+        name: ``small`` (from scratch, CPU-friendly), ``mobilenet_v2``, ``resnet18``, ``resnet50``, ``vgg16``.
+        weights: None (random init), a local state-dict file, or ``imagenet`` (torchvision's download).
+        frozen_stages: number of leading stages whose weights are not trained.
+    """
+
+    name: str = "small"
+    weights: str | None = None
+    frozen_stages: int = _ranged(0, 0, 5)
+
+
+@dataclass
+class AnchorConfig:
+    """Anchors at every feature-map location: ``len(sizes) × len(aspect_ratios)`` of them.
+
+    Faster R-CNN uses sizes (128, 256, 512) for ~600 px images; scale them with the input size.
+    Aspect ratio is height / width.
+    """
+
+    sizes: tuple[float, ...] = _tuple(128.0, 256.0, 512.0, low=0, low_open=True)
+    aspect_ratios: tuple[float, ...] = _tuple(0.5, 1.0, 2.0, low=0, low_open=True)
+
+
+@dataclass
+class RPNConfig:
+    """Region Proposal Network (Faster R-CNN §3.1); defaults are the paper's."""
+
+    positive_iou: float = _ranged(0.7, 0, 1)
+    negative_iou: float = _ranged(0.3, 0, 1)
+    batch_size_per_image: int = _ranged(256, 1)
+    positive_fraction: float = _ranged(0.5, 0, 1, low_open=True)
+    smooth_l1_sigma: float = _ranged(3.0, 0, low_open=True)
+    nms_iou: float = _ranged(0.7, 0, 1)
+    pre_nms_top_n_train: int = _ranged(12000, 1)
+    post_nms_top_n_train: int = _ranged(2000, 1)
+    pre_nms_top_n_test: int = _ranged(6000, 1)
+    post_nms_top_n_test: int = _ranged(300, 1)
+    min_size: float = _ranged(16.0, 0)
+
+
+@dataclass
+class RoIHeadConfig:
+    """Region-of-interest head shared by Fast and Faster R-CNN (Fast R-CNN §2)."""
+
+    pooler: Literal["align", "pool"] = "align"
+    pool_size: int = _ranged(7, 1)
+    sampling_ratio: int = _ranged(2, 0)
+    hidden_dim: int = _ranged(1024, 1)
+    foreground_iou: float = _ranged(0.5, 0, 1)
+    background_iou_low: float = _ranged(0.0, 0, 1)
+    batch_size_per_image: int = _ranged(128, 1)
+    positive_fraction: float = _ranged(0.25, 0, 1, low_open=True)
+    box_weights: tuple[float, ...] = _tuple(10.0, 10.0, 5.0, 5.0, low=0, low_open=True)
+    smooth_l1_sigma: float = _ranged(1.0, 0, low_open=True)
+    score_threshold: float = _ranged(0.05, 0, 1)
+    nms_iou: float = _ranged(0.3, 0, 1)
+    detections_per_image: int = _ranged(100, 1)
+
+
+@dataclass
+class ModelConfig:
+    """Which detector, on which backbone, at which input size.
+
+    Attributes:
+        name: a registered detector (``faster_rcnn``, ...; see :mod:`detect.models`).
+        input_size: the longest image side fed to the network; images are resized to it and
+            detections are mapped back to the original pixels.
+    """
+
+    name: str = "faster_rcnn"
+    input_size: int = _ranged(600, 32)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_head: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is read.
+
+    Attributes:
+        dataset: ``builtin`` (the synthetic shapes, generated into ``builtin_root`` if absent), a
+            PASCAL VOC folder, or a COCO JSON file (then ``train_split``/``test_split`` name JSON files).
+        class_names: label order; None to discover them from the annotations.
+        on_invalid: ``error`` stops at the first bad annotation/image; ``skip`` drops and counts them.
+        num_workers: data-loader worker processes.
+    """
+
+    dataset: str = BUILTIN_DATASET
+    builtin_root: str = "data/shapes"
+    builtin: SyntheticConfig = field(default_factory=SyntheticConfig)
+    train_split: str = "trainval"
+    test_split: str = "test"
+    class_names: list[str] | None = None
+    on_invalid: Literal["error", "skip"] = "error"
+    num_workers: int = _ranged(2, 0)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule and bookkeeping.
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: images per iteration (per process when distributed).
+        lr, momentum, weight_decay: SGD settings.
+        warmup_iters, warmup_factor: linear warm-up from ``lr * warmup_factor``.
+        schedule: ``cosine`` (to zero at the end) or ``step`` (× ``gamma`` at each of ``milestones`` epochs).
+        clip_grad_norm: gradient-norm clip; 0 disables it.
+        eval_every: evaluate on the test split every this many epochs (0: only at the end).
+        seed: seeds Python, NumPy, torch and the augmentation stream.
+        output_dir: checkpoints, logs and plots go here.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+        amp: mixed precision (used only on CUDA).
+        log_every: iterations between log lines and CSV rows.
+        checkpoint_every: iterations between mid-epoch ``last`` checkpoints (0: only at epoch ends).
+    """
+
+    epochs: int = _ranged(12, 1)
+    batch_size: int = _ranged(2, 1)
+    lr: float = _ranged(0.01, 0, low_open=True)
+    momentum: float = _ranged(0.9, 0, 1)
+    weight_decay: float = _ranged(1e-4, 0)
+    warmup_iters: int = _ranged(100, 0)
+    warmup_factor: float = _ranged(0.001, 0, 1, low_open=True)
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: tuple[int, ...] = _tuple(low=1)
+    gamma: float = _ranged(0.1, 0, 1, low_open=True)
+    clip_grad_norm: float = _ranged(10.0, 0)
+    eval_every: int = _ranged(1, 0)
+    seed: int = _ranged(0, 0)
+    output_dir: str = "runs/default"
+    device: str = "auto"
+    amp: bool = True
+    log_every: int = _ranged(20, 1)
+    checkpoint_every: int = _ranged(0, 0)
+
+
+@dataclass
+class Config:
+    """The root of an experiment's configuration."""
+
+    name: str = "default"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _convert(value: Any, kind: Any, key: str, source: str) -> Any:
+    """Check/convert a YAML value to the annotated type ``kind``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"key {key!r} is {value!r}; expected {expected}", source)
+
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise fail(f"a mapping of {kind.__name__} settings")
+        return _build(kind, value, source, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _convert(value, option, key, source)
+            except ConfigError as error:
+                errors.append(error)
+        raise fail(" or ".join(_type_name(a) for a in args))
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise fail(f"a list of {_type_name(args[0])}")
+        items = [_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        if not math.isfinite(value):
+            raise fail("a finite number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise fail(_type_name(kind))
+
+
+def _check_range(value: Any, spec: tuple, key: str, source: str) -> None:
+    low, high, low_open, high_open = spec
+    values = value if isinstance(value, (tuple, list)) else [value]
+    for item in values:
+        if item is None:
+            continue
+        too_low = low is not None and (item <= low if low_open else item < low)
+        too_high = high is not None and (item >= high if high_open else item > high)
+        if too_low or too_high:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+            raise ConfigError(f"key {key!r} is {value!r}; it must lie in {bounds}", source)
+
+
+def _build(cls: type, data: dict, source: str, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown key {prefix + str(key)!r}{hint}; valid keys here: "
+                              f"{', '.join(fields)}", source)
+    kwargs = {}
+    for name, value in data.items():
+        key = prefix + name
+        kwargs[name] = _convert(value, hints[name], key, source)
+        if "range" in fields[name].metadata:
+            _check_range(kwargs[name], fields[name].metadata["range"], key, source)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section", source)
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """Parse ``key.sub=value`` strings; values are YAML (``0.01``, ``[1, 2]``, ``null``, ``true``)."""
+    parsed = []
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {text!r} must look like key.sub=value", "command line")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        ConfigError: missing/malformed file, unknown key, wrong type or out-of-range value; the
+            message names the key and the file (or "command line" for overrides).
+    """
+    tree: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = os.fspath(path)
+        if not Path(path).is_file():
+            available = sorted(p.name for p in Path("configs").glob("*.yaml")) if Path("configs").is_dir() else []
+            hint = f"; available: {', '.join(available)}" if available else ""
+            raise ConfigError(f"config file not found{hint}", path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ConfigError(f"malformed YAML ({' '.join(str(error).split())})", path) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError("a config file must be a mapping of sections (data, model, train)", path)
+        tree = loaded or {}
+    config = _build(Config, tree, source)
+    if overrides:
+        for key, value in parse_overrides(overrides):
+            _set_dotted(tree, key, value, "command line")
+        config = _build(Config, tree, f"{source} + command line overrides")
+    _check_consistency(config, source)
+    return config
+
+
+def _check_consistency(config: Config, source: str) -> None:
+    """Cross-field rules that no single field's range expresses."""
+    rpn = config.model.rpn
+    if rpn.negative_iou > rpn.positive_iou:
+        raise ConfigError(f"model.rpn.negative_iou ({rpn.negative_iou}) must not exceed "
+                          f"model.rpn.positive_iou ({rpn.positive_iou})", source)
+    roi = config.model.roi_head
+    if roi.background_iou_low > roi.foreground_iou:
+        raise ConfigError("model.roi_head.background_iou_low must not exceed foreground_iou", source)
+    if len(roi.box_weights) != 4:
+        raise ConfigError("model.roi_head.box_weights needs exactly 4 numbers", source)
+    if not config.model.anchors.sizes or not config.model.anchors.aspect_ratios:
+        raise ConfigError("model.anchors.sizes and aspect_ratios must not be empty", source)
+    if config.data.class_names is not None and len(config.data.class_names) == 0:
+        raise ConfigError("data.class_names must list at least one class (or be null to discover them)", source)
+    if config.train.schedule == "step" and not config.train.milestones:
+        raise ConfigError("train.schedule is 'step' but train.milestones is empty", source)
+
+
+def config_to_dict(config: Any) -> dict:
+    """Plain-Python view (tuples as lists) for YAML/JSON output and checkpoints."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(dataclasses.asdict(config))
+
+
+def config_from_dict(data: dict, source: str = "checkpoint") -> Config:
+    """Rebuild a :class:`Config` saved with :func:`config_to_dict`."""
+    return _build(Config, data, source)
+
+
+def dump_config(config: Config) -> str:
+    """The effective configuration as YAML text."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,58 @@
+"""From a :class:`~detect.config.DataConfig` to the train and test datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from detect.config import BUILTIN_DATASET, DataConfig
+from detect.data.coco import load_coco
+from detect.data.dataset import DetectionDataset
+from detect.data.synthetic import SHAPE_CLASSES, ensure_dataset
+from detect.data.transforms import TestTransforms, TrainTransforms
+from detect.data.voc import discover_voc_classes, load_voc
+from detect.errors import DataError
+
+
+def dataset_location(config: DataConfig) -> tuple[str, Path]:
+    """``("voc" | "coco", path)`` for the configured dataset; generates the built-in one if needed."""
+    if config.dataset == BUILTIN_DATASET:
+        return "voc", ensure_dataset(config.builtin_root, config.builtin)
+    path = Path(config.dataset)
+    if path.is_dir():
+        return "voc", path
+    if path.suffix.lower() == ".json" or path.is_file():
+        return "coco", path
+    raise DataError("dataset not found; set data.dataset to 'builtin', a PASCAL VOC folder or a "
+                    "COCO JSON file", path)
+
+
+def load_split(config: DataConfig, split: str, transforms: Callable | None = None,
+               class_names: list[str] | None = None) -> DetectionDataset:
+    """Load one split. For COCO data, ``split`` is a JSON file (relative to the dataset's folder or absolute).
+
+    ``class_names`` defaults to ``config.class_names``, then to the built-in classes, then to
+    the classes found in the whole dataset (all VOC annotations, or the COCO categories).
+    """
+    kind, path = dataset_location(config)
+    names = class_names or config.class_names
+    if names is None and config.dataset == BUILTIN_DATASET:
+        names = list(SHAPE_CLASSES)
+    if kind == "voc":
+        if names is None:
+            names = discover_voc_classes(path)
+        return load_voc(path, split, names, transforms, config.on_invalid)
+    split_path = Path(split) if Path(split).is_absolute() else path.parent / split
+    json_path = split_path if split_path.suffix.lower() == ".json" else path
+    return load_coco(json_path, None, names, transforms, config.on_invalid)
+
+
+def build_datasets(config: DataConfig, seed: int = 0) -> tuple[DetectionDataset, DetectionDataset]:
+    """The training split (with augmentation seeded by ``seed``) and the test split (no augmentation).
+
+    Both use the same class list, so labels agree.
+    """
+    train = load_split(config, config.train_split, TrainTransforms(config.augmentation))
+    train.seed = seed
+    test = load_split(config, config.test_split, TestTransforms(), class_names=train.class_names)
+    return train, test

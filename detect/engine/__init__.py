@@ -1,0 +1,1 @@
+"""Training engine: the loop, checkpoints, schedules, logs and evaluation of any detector."""

@@ -1,0 +1,41 @@
+"""Run a detector over a dataset and score it with the shared evaluators."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from detect.data.dataset import DetectionDataset
+from detect.data.transforms import collate
+from detect.evaluation.voc import VOCResult, evaluate_voc
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, dataset: DetectionDataset, device: torch.device, batch_size: int = 8,
+                    num_workers: int = 0, progress: bool = True, desc: str = "predict") -> dict[str, dict[str, np.ndarray]]:
+    """Detections for every image of ``dataset`` (which must yield tensors: use TestTransforms).
+
+    The model must be in eval mode. Returns ``{image_id: {"boxes": float[K, 4] (x1 y1 x2 y2
+    original pixels), "scores": float[K], "labels": int[K]}}``, the input of the evaluators.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate, generator=torch.Generator().manual_seed(0))
+    results = {}
+    for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        detections = model.predict([image.to(device, non_blocking=True) for image in images])
+        for target, det in zip(targets, detections):
+            results[target["image_id"]] = {"boxes": det.boxes.float().cpu().numpy(),
+                                           "scores": det.scores.float().cpu().numpy(),
+                                           "labels": det.labels.cpu().numpy()}
+    return results
+
+
+def evaluate_detector(model: nn.Module, dataset: DetectionDataset, device: torch.device, metric: str = "voc07",
+                      batch_size: int = 8, num_workers: int = 0, progress: bool = True
+                      ) -> tuple[VOCResult, dict[str, dict[str, np.ndarray]]]:
+    """VOC AP of ``model`` (in eval mode) on ``dataset``; also returns the detections."""
+    detections = predict_dataset(model, dataset, device, batch_size, num_workers, progress, desc="evaluate")
+    return evaluate_voc(dataset.ground_truth(), detections, dataset.class_names, metric=metric), detections

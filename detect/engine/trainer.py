@@ -1,0 +1,317 @@
+"""The training loop shared by every SGD-trained detector.
+
+``Trainer(config).fit()`` builds the datasets and the detector from the config, then runs SGD
+with momentum, warm-up and a cosine or step schedule, gradient clipping and AMP (CUDA only),
+showing a tqdm bar with ETA and running losses. It evaluates VOC07 mAP on the test split every
+``train.eval_every`` epochs, keeps ``last.pt`` and ``best.pt`` (atomic writes), logs to CSV and
+TensorBoard and draws ``loss_curve.png``.
+
+Exact resume: batches come from a permutation seeded by ``(seed, epoch)``, augmentation from
+``(seed, epoch, index)``, and every RNG state is stored in the checkpoint together with the
+position inside the epoch, so ``fit(resume=True)`` continues with bit-identical weights (CPU).
+SIGINT/SIGTERM save ``last.pt`` at the next iteration boundary before stopping; a NaN/Inf loss or
+gradient stops training with a message naming the iteration and the loss, leaving the
+checkpoints as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from detect.config import Config, dump_config
+from detect.data.build import build_datasets
+from detect.data.dataset import DetectionDataset
+from detect.data.transforms import collate
+from detect.engine.checkpoint import checkpoint_config, load_checkpoint, load_matching_weights, save_checkpoint
+from detect.engine.evaluate import evaluate_detector
+from detect.engine.history import TrainingLog
+from detect.engine.runtime import rng_state, seed_everything, select_device, set_rng_state
+from detect.engine.schedule import lr_factor
+from detect.errors import CheckpointError, DetectError
+from detect.io import atomic_write_json, atomic_write_text
+from detect.models import build_detector
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(DetectError):
+    """A loss or gradient became NaN/Inf."""
+
+
+class TrainingInterrupted(DetectError):
+    """SIGINT/SIGTERM arrived; ``last.pt`` holds the state at the interruption."""
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation of ``range(size)`` fixed by ``(seed, epoch)``, starting at position ``start``."""
+
+    def __init__(self, size: int, seed: int, epoch: int, start: int = 0):
+        self.size, self.seed, self.epoch, self.start = size, seed, epoch, start
+
+    def order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+class _StopSignal:
+    """Turns SIGINT/SIGTERM into a flag checked between iterations (a second signal aborts)."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        logger.warning("%s received: saving last.pt at the end of this iteration (again to abort)", self.received)
+
+    def __enter__(self):
+        with contextlib.suppress(ValueError):  # not in the main thread: no handlers
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Trainer:
+    """Train the detector a :class:`Config` describes.
+
+    Args:
+        config: the experiment.
+        datasets: ``(train, test)``; built from ``config.data`` when None.
+        progress: show tqdm bars.
+        tensorboard: write TensorBoard events.
+    """
+
+    def __init__(self, config: Config, datasets: tuple[DetectionDataset, DetectionDataset] | None = None,
+                 progress: bool = True, tensorboard: bool = True):
+        self.config = config
+        self.progress = progress
+        self.tensorboard = tensorboard
+        self.output_dir = Path(config.train.output_dir)
+        self.device = select_device(config.train.device)
+        seed_everything(config.train.seed)
+        self.train_set, self.test_set = datasets or build_datasets(config.data, config.train.seed)
+        self.train_set.seed = config.train.seed
+        self.class_names = self.train_set.class_names
+        self.model = build_detector(config.model, len(self.class_names)).to(self.device)
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(parameters, lr=config.train.lr, momentum=config.train.momentum,
+                                         weight_decay=config.train.weight_decay)
+        self.use_amp = config.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.epoch = 0            # epoch in progress
+        self.batch = 0            # next batch of that epoch
+        self.iteration = 0        # optimizer steps done
+        self.best_map = -math.inf
+        self.metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch, "batch": self.batch, "iteration": self.iteration,
+                "rng": rng_state(), "metrics": self.metrics, "best_map": self.best_map}
+
+    def save(self, name: str) -> Path:
+        path = self.output_dir / name
+        save_checkpoint(path, model=self.model, config=self.config, class_names=self.class_names, **self._state())
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Restore model, optimizer, position and RNG state from a ``last.pt``."""
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        if checkpoint["class_names"] != self.class_names:
+            raise CheckpointError("checkpoint classes differ from the dataset's; to fine-tune on new "
+                                  "classes use --weights instead of --resume", path)
+        saved = checkpoint_config(checkpoint, path)
+        if saved.model != self.config.model:
+            raise CheckpointError("checkpoint was trained with a different model config; resume with the "
+                                  "same config (it is saved in the run folder as config.yaml)", path)
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.epoch, self.batch, self.iteration = checkpoint["epoch"], checkpoint["batch"], checkpoint["iteration"]
+        self.best_map, self.metrics = checkpoint["best_map"], checkpoint["metrics"]
+        set_rng_state(checkpoint["rng"])
+        logger.info("resumed from %s at epoch %d, batch %d (iteration %d)", path, self.epoch + 1, self.batch, self.iteration)
+
+    def load_weights(self, path: str | Path) -> None:
+        """Initialise from another checkpoint's weights (fine-tuning); mismatched tensors are skipped."""
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        loaded, skipped = load_matching_weights(self.model, checkpoint["model"])
+        logger.info("initialised %d tensors from %s", len(loaded), path)
+        if skipped:
+            logger.warning("skipped %d tensors that do not fit (re-initialised): %s", len(skipped), "; ".join(skipped))
+
+    # ------------------------------------------------------------------ loop
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        batch_size = self.config.train.batch_size
+        sampler = EpochSampler(len(self.train_set), self.config.train.seed, epoch, start_batch * batch_size)
+        return DataLoader(self.train_set, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                          num_workers=self.config.data.num_workers, drop_last=False,
+                          generator=torch.Generator().manual_seed(self.config.train.seed + epoch))
+
+    def _batches(self, stop: _StopSignal) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
+        """The remaining batches of the current epoch.
+
+        Ctrl-C reaches the loader's worker processes too, which then exit; once a stop was
+        requested, that loader failure is reported as the interruption it is.
+        """
+        iterator = iter(self._loader(self.epoch, self.batch))
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError:
+                if stop.received is None:
+                    raise
+                self.save("last.pt")
+                raise TrainingInterrupted(f"{stop.received}: stopped at iteration {self.iteration}; last.pt "
+                                          "saved — continue with --resume", self.output_dir / "last.pt") from None
+            yield batch
+
+    def iterations_per_epoch(self) -> int:
+        return math.ceil(len(self.train_set) / self.config.train.batch_size)
+
+    def fit(self, resume: str | Path | None = None, max_iterations: int | None = None) -> dict:
+        """Train to the end of the schedule (or ``max_iterations`` optimizer steps in total).
+
+        Returns:
+            summary dict: final metrics, checkpoint paths, wall-clock seconds.
+        """
+        config = self.config.train
+        if len(self.train_set) == 0:
+            raise DetectError(f"training split {self.train_set.name!r} has no images")
+        if resume is not None:
+            self.resume(resume)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.output_dir / "config.yaml", dump_config(self.config))
+        history = TrainingLog(self.output_dir, resume_iteration=self.iteration if resume else None,
+                              tensorboard=self.tensorboard)
+        per_epoch = self.iterations_per_epoch()
+        total = config.epochs * per_epoch
+        end = total if max_iterations is None else min(total, max_iterations)
+        started = time.perf_counter()
+        bar = tqdm(total=end, initial=self.iteration, unit="it", disable=not self.progress, dynamic_ncols=True)
+        running: dict[str, float] = {}
+        self.model.train()
+        try:
+            with _StopSignal() as stop, bar:
+                while self.epoch < config.epochs and self.iteration < end:
+                    self.train_set.set_epoch(self.epoch)
+                    for images, targets in self._batches(stop):
+                        losses = self._step(images, targets, self.iteration, total, per_epoch)
+                        self.iteration += 1
+                        self.batch += 1
+                        for name, value in losses.items():
+                            running[name] = value if name not in running else 0.9 * running[name] + 0.1 * value
+                        bar.set_description(f"epoch {self.epoch + 1}/{config.epochs}")
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+                        bar.update()
+                        if self.iteration % config.log_every == 0:
+                            history.log_losses(self.iteration, self.epoch, self._lr(), losses)
+                        if stop.received:
+                            self.save("last.pt")
+                            history.flush()
+                            raise TrainingInterrupted(
+                                f"{stop.received}: stopped at iteration {self.iteration}; last.pt saved — "
+                                "continue with --resume", self.output_dir / "last.pt")
+                        if config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
+                            self.save("last.pt")
+                        if self.iteration >= end:
+                            break
+                    if self.batch >= per_epoch:
+                        self.epoch, self.batch = self.epoch + 1, 0
+                        if self._evaluation_due():
+                            self._evaluate(history)
+                        self.save("last.pt")
+                        history.flush()
+            if not self.metrics or self.metrics.get("iteration") != self.iteration:
+                self._evaluate(history)
+                self.save("last.pt")
+        finally:
+            history.close()
+        seconds = time.perf_counter() - started
+        summary = {"map": self.metrics.get("map"), "metric": "voc07", "iterations": self.iteration,
+                   "train_seconds": seconds, "last": str(self.output_dir / "last.pt"),
+                   "best": str(self.output_dir / "best.pt"), "ap": self.metrics.get("ap", {})}
+        atomic_write_json(self.output_dir / "summary.json", summary)
+        return summary
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _step(self, images: list[torch.Tensor], targets: list[dict], iteration: int, total: int,
+              per_epoch: int) -> dict[str, float]:
+        config = self.config.train
+        lr = config.lr * lr_factor(iteration, total, per_epoch, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = [image.to(self.device, non_blocking=True) for image in images]
+        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            losses = self.model(images, targets)
+        total_loss = sum(losses.values())
+        values = {name: float(value.detach()) for name, value in losses.items()}
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if bad:
+            raise TrainingDiverged(
+                f"loss {', '.join(bad)} is {values[bad[0]]} at iteration {iteration + 1} (epoch {self.epoch + 1}); "
+                "training stopped, checkpoints untouched — lower train.lr or raise train.warmup_iters",
+                self.output_dir)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total_loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm if config.clip_grad_norm > 0 else math.inf)
+        if not torch.isfinite(norm) and not self.use_amp:  # under AMP the scaler skips such steps itself
+            raise TrainingDiverged(
+                f"gradient norm is {float(norm)} at iteration {iteration + 1} (epoch {self.epoch + 1}); "
+                "training stopped, checkpoints untouched — lower train.lr or enable train.clip_grad_norm",
+                self.output_dir)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return values
+
+    def _evaluation_due(self) -> bool:
+        every = self.config.train.eval_every
+        return (every > 0 and self.epoch % every == 0) or self.epoch == self.config.train.epochs
+
+    def _evaluate(self, history: TrainingLog) -> None:
+        self.model.eval()
+        result, _ = evaluate_detector(self.model, self.test_set, self.device, metric="voc07",
+                                      num_workers=self.config.data.num_workers, progress=self.progress)
+        self.model.train()
+        value = float(result.map) if not math.isnan(result.map) else 0.0
+        self.metrics = {"map": value, "iteration": self.iteration, "epoch": self.epoch,
+                        "ap": {k: (None if math.isnan(v) else v) for k, v in result.ap.items()}}
+        history.log_metrics(self.iteration, self.epoch, {"map": value})
+        logger.info("epoch %d: test mAP@0.5 (VOC07) = %.4f\n%s", self.epoch, value, result.table())
+        if value > self.best_map:
+            self.best_map = value
+            self.save("best.pt")

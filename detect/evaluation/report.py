@@ -1,0 +1,109 @@
+"""Evaluate a split end to end: load ground truth, get detections, score, print, save, plot.
+
+This is what ``tools/eval.py`` runs; it lives here so it can be called from Python too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from detect.config import BUILTIN_DATASET, DataConfig
+from detect.data.build import load_split
+from detect.data.dataset import DetectionDataset
+from detect.data.transforms import TestTransforms
+from detect.evaluation.coco import evaluate_coco
+from detect.evaluation.detections import read_detections
+from detect.evaluation.plots import plot_precision_recall
+from detect.evaluation.voc import evaluate_voc
+from detect.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationReport:
+    """What an evaluation produced: the printable text and the JSON-ready results."""
+
+    text: str
+    results: dict
+
+
+def _dataset(data: str, split: str, on_invalid: str, class_names: list[str] | None) -> DetectionDataset:
+    config = DataConfig(dataset=data, test_split=split, on_invalid=on_invalid, class_names=class_names)
+    if data != BUILTIN_DATASET and Path(data).suffix.lower() == ".json":
+        split = data
+    return load_split(config, split, TestTransforms())
+
+
+def _coco_table(metrics: dict, class_names: list[str]) -> str:
+    width = max([len("class")] + [len(n) for n in class_names])
+    lines = [f"{'class':<{width}}  {'AP':>6}"]
+    for name in class_names:
+        value = metrics.get(f"AP/{name}", math.nan)
+        lines.append(f"{name:<{width}}  {'n/a' if math.isnan(value) else f'{value:.4f}':>6}")
+    summary = "  ".join(f"{key} {metrics[key]:.4f}" for key in ("AP", "AP50", "AP75", "APs", "APm", "APl")
+                        if not math.isnan(metrics[key]))
+    lines.append(f"COCO: {summary}")
+    return "\n".join(lines)
+
+
+def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathLike | None = None,
+                   checkpoint: str | os.PathLike | None = None, metric: str = "voc07", iou_threshold: float = 0.5,
+                   on_invalid: str = "error", json_path: str | os.PathLike | None = None,
+                   plots_dir: str | os.PathLike | None = None, progress: bool = True) -> EvaluationReport:
+    """Score detections (from a file, or from running ``checkpoint``) on ``data``/``split``.
+
+    Returns:
+        the printable per-class table and ``{"metric", "map", "ap": {class: AP}, ...}``.
+    """
+    class_names = None
+    model = None
+    if checkpoint is not None:
+        from detect.engine.checkpoint import load_detector
+        from detect.engine.runtime import select_device
+
+        device = select_device("auto")
+        model, stored = load_detector(checkpoint, device)
+        class_names = stored["class_names"]
+    dataset = _dataset(data, split, on_invalid, class_names)
+    if model is not None:
+        from detect.engine.evaluate import predict_dataset
+
+        found = predict_dataset(model, dataset, device, progress=progress)
+    else:
+        found = read_detections(detections, dataset.class_names)
+    ground_truth = dataset.ground_truth()
+    if metric == "coco":
+        metrics = evaluate_coco(ground_truth, found, dataset.class_names)
+        results = {"metric": "coco", "map": metrics["AP"],
+                   "ap": {n: metrics.get(f"AP/{n}") for n in dataset.class_names}, "coco": metrics}
+        text = _coco_table(metrics, dataset.class_names)
+    else:
+        result = evaluate_voc(ground_truth, found, dataset.class_names, metric=metric, iou_threshold=iou_threshold)
+        results = result.as_dict()
+        text = result.table()
+        if plots_dir is not None:
+            path = Path(plots_dir) / f"pr_curves_{metric}.png"
+            plot_precision_recall(result, path, title=f"{dataset.name} — {metric} mAP {result.map:.4f}")
+            text += f"\nPR curves: {path}"
+    results = _json_safe(results)
+    if json_path is not None:
+        atomic_write_json(json_path, results)
+        text += f"\nresults: {json_path}"
+    return EvaluationReport(text, results)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value

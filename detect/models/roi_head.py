@@ -1,0 +1,156 @@
+"""The region-of-interest head shared by Fast R-CNN and Faster R-CNN (Fast R-CNN §2).
+
+Each region is pooled to a fixed ``P × P`` grid from the shared feature map (RoIAlign or the
+original RoIPool), passed through two fully connected layers, and classified over ``C + 1``
+classes (index 0 = background, internal to this head) with class-specific box deltas
+(``4·C`` outputs, normalised by the std ``(0.1, 0.1, 0.2, 0.2)``, i.e. coder weights
+``(10, 10, 5, 5)``).
+
+Training (§2.3): ground-truth boxes are added to the proposals, which are matched with IoU
+≥ 0.5 → foreground and ``[background_iou_low, 0.5)`` → background, then sampled with 25 %
+foreground. Loss: cross-entropy + smooth-L1 (σ = 1) on the foreground's own class deltas.
+
+Inference: softmax, class-specific decoding, clipping, score threshold, per-class NMS and a cap
+on detections per image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align, roi_pool
+
+from detect.boxes import (BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes,
+                          remove_small_boxes)
+from detect.config import RoIHeadConfig
+from detect.models.base import Detections, smooth_l1
+
+
+class RoIPooler(nn.Module):
+    """Pool regions (list of Tensor[K_i, 4], input pixels) into Tensor[ΣK, C, P, P].
+
+    ``kind="pool"`` is Fast R-CNN's max RoIPool; ``"align"`` is RoIAlign (bilinear, no rounding),
+    which is more accurate for small objects on coarse feature maps.
+    """
+
+    def __init__(self, output_size: int, stride: int, kind: str = "align", sampling_ratio: int = 2):
+        super().__init__()
+        if kind not in ("align", "pool"):
+            raise ValueError(f"RoI pooler kind must be 'align' or 'pool', got {kind!r}")
+        self.output_size = output_size
+        self.spatial_scale = 1.0 / stride
+        self.kind = kind
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
+        boxes = [b.to(features.dtype) for b in boxes]
+        if self.kind == "pool":
+            return roi_pool(features, boxes, self.output_size, self.spatial_scale)
+        return roi_align(features, boxes, self.output_size, self.spatial_scale,
+                         sampling_ratio=self.sampling_ratio, aligned=True)
+
+
+class RoIHead(nn.Module):
+    """Pool → two fc layers → (class logits over C+1, class-specific deltas 4·C).
+
+    Args:
+        in_channels: backbone channels. stride: backbone stride.
+        num_classes: foreground classes. config: :class:`detect.config.RoIHeadConfig`.
+    """
+
+    def __init__(self, in_channels: int, stride: int, num_classes: int, config: RoIHeadConfig):
+        super().__init__()
+        self.num_classes = num_classes
+        self.config = config
+        self.pooler = RoIPooler(config.pool_size, stride, config.pooler, config.sampling_ratio)
+        self.box_head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * config.pool_size ** 2, config.hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(config.hidden_dim, config.hidden_dim), nn.ReLU(inplace=True))
+        self.cls_score = nn.Linear(config.hidden_dim, num_classes + 1)
+        self.bbox_pred = nn.Linear(config.hidden_dim, num_classes * 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+        self.matcher = Matcher(config.foreground_iou, config.foreground_iou, ignore_below=config.background_iou_low)
+        self.sampler = BalancedSampler(config.batch_size_per_image, config.positive_fraction)
+        self.coder = BoxCoder(tuple(config.box_weights))
+
+    def forward(self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]],
+                targets: list[dict] | None = None) -> tuple[list[Detections] | None, dict[str, Tensor]]:
+        """Classify and refine regions.
+
+        Args:
+            features (Tensor[B, C, H, W]); proposals: per image Tensor[K_i, 4] (input pixels);
+            image_sizes: ``(height, width)`` per image; targets: ground truth (training).
+
+        Returns:
+            ``(None, {"roi_cls", "roi_box"})`` with targets, else ``(detections, {})``.
+        """
+        if targets is not None:
+            proposals, labels, regression_targets = self.sample_training_regions(proposals, targets)
+        logits, deltas = self.classify(features, proposals)
+        if targets is not None:
+            return None, self.compute_losses(logits, deltas, labels, regression_targets)
+        return self.postprocess(logits, deltas, proposals, image_sizes), {}
+
+    def classify(self, features: Tensor, regions: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Logits (Tensor[ΣK, C+1]) and deltas (Tensor[ΣK, 4C]) for the given regions."""
+        hidden = self.box_head(self.pooler(features, regions))
+        return self.cls_score(hidden), self.bbox_pred(hidden)
+
+    @torch.no_grad()
+    def sample_training_regions(self, proposals: list[Tensor], targets: list[dict]
+                                ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Add ground truth to the proposals, match, and sample (25 % foreground by default).
+
+        Returns:
+            regions per image, labels (Tensor[ΣK] int64, 0 = background, c + 1 = class c) and
+            regression targets (Tensor[ΣK, 4], zeros for background).
+        """
+        sampled_regions, sampled_labels, sampled_targets = [], [], []
+        for regions, target in zip(proposals, targets):
+            gt_boxes, gt_labels = target["boxes"], target["labels"]
+            regions = torch.cat([regions, gt_boxes.to(regions.dtype)])
+            matches = self.matcher(box_iou(gt_boxes, regions))
+            positive, negative = self.sampler(matches)
+            chosen = torch.cat([positive, negative])
+            labels = torch.zeros(chosen.numel(), dtype=torch.int64, device=regions.device)
+            labels[: positive.numel()] = gt_labels[matches[positive]] + 1
+            deltas = torch.zeros((chosen.numel(), 4), device=regions.device)
+            deltas[: positive.numel()] = self.coder.encode(regions[positive], gt_boxes[matches[positive]])
+            sampled_regions.append(regions[chosen])
+            sampled_labels.append(labels)
+            sampled_targets.append(deltas)
+        return sampled_regions, torch.cat(sampled_labels), torch.cat(sampled_targets)
+
+    def compute_losses(self, logits: Tensor, deltas: Tensor, labels: Tensor,
+                       regression_targets: Tensor) -> dict[str, Tensor]:
+        """Cross-entropy over all sampled regions; smooth-L1 on foreground deltas of their class, / #sampled."""
+        cls_loss = F.cross_entropy(logits, labels)
+        foreground = torch.nonzero(labels > 0).flatten()
+        class_deltas = deltas.view(deltas.shape[0], self.num_classes, 4)[foreground, labels[foreground] - 1]
+        box_loss = smooth_l1(class_deltas, regression_targets[foreground], self.config.smooth_l1_sigma)
+        return {"roi_cls": cls_loss, "roi_box": box_loss / max(labels.numel(), 1)}
+
+    @torch.no_grad()
+    def postprocess(self, logits: Tensor, deltas: Tensor, proposals: list[Tensor],
+                    image_sizes: list[tuple[int, int]]) -> list[Detections]:
+        """Scores and class-specific boxes → threshold → per-class NMS → top detections, per image."""
+        config = self.config
+        probabilities = F.softmax(logits, dim=-1)[:, 1:]
+        counts = [p.shape[0] for p in proposals]
+        boxes = self.coder.decode(deltas, torch.cat(proposals)).view(-1, self.num_classes, 4)
+        results = []
+        for image_scores, image_boxes, size in zip(probabilities.split(counts), boxes.split(counts), image_sizes):
+            image_boxes = clip_boxes(image_boxes, size).reshape(-1, 4)
+            labels = torch.arange(self.num_classes, device=logits.device).repeat(image_scores.shape[0])
+            image_scores = image_scores.reshape(-1)
+            keep = torch.nonzero(image_scores > config.score_threshold).flatten()
+            keep = keep[remove_small_boxes(image_boxes[keep], 1e-2)]
+            image_boxes, image_scores, labels = image_boxes[keep], image_scores[keep], labels[keep]
+            keep = batched_nms(image_boxes, image_scores, labels, config.nms_iou)[: config.detections_per_image]
+            results.append(Detections(image_boxes[keep], image_scores[keep], labels[keep]))
+        return results

@@ -1,0 +1,176 @@
+"""The command-line tools as a user meets them: bad input gives one line and exit code 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detect.cli import run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tool(name: str, args: list[str], capsys) -> tuple[int, str, str]:
+    code = run(load_tool(name).main, args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def detections_file(tmp_path, records) -> Path:
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_eval_prints_table_and_writes_json(tiny_voc, tmp_path, capsys):
+    dets = detections_file(tmp_path, [{"image_id": "a", "category": "circle", "score": 0.9, "bbox": [4, 4, 20, 20]},
+                                      {"image_id": "a", "category": "square", "score": 0.8, "bbox": [30, 10, 60, 40]}])
+    out = tmp_path / "out.json"
+    code, stdout, _ = run_tool("eval", ["--data", str(tiny_voc), "--split", "test", "--detections", str(dets),
+                                        "--json", str(out), "--plots", str(tmp_path / "plots")], capsys)
+    assert code == 0 and "mAP" in stdout
+    result = json.loads(out.read_text())
+    assert result["metric"] == "voc07" and result["map"] == pytest.approx(1.0)
+    assert set(result["ap"]) == {"circle", "square"}
+    assert (tmp_path / "plots" / "pr_curves_voc07.png").stat().st_size > 1000
+
+
+def _break(root: Path, kind: str) -> Path:
+    annotation = root / "Annotations" / "a.xml"
+    image = root / "JPEGImages" / "a.jpg"
+    if kind == "malformed xml":
+        annotation.write_text("<annotation><object>")
+        return annotation
+    if kind == "missing image":
+        image.unlink()
+        return image
+    if kind == "corrupt image":
+        data = image.read_bytes()
+        image.write_bytes(data[: len(data) // 2])
+        return image
+    if kind == "not an image":
+        image.write_text("hello")
+        return image
+    replacements = {"box outside": ("<xmax>20</xmax>", "<xmax>99</xmax>"),
+                    "box without area": ("<xmax>20</xmax>", "<xmax>4</xmax>"),
+                    "unknown class": ("<name>circle</name>", "<name>dragon</name>"),
+                    "size mismatch": ("<width>64</width>", "<width>640</width>")}
+    old, new = replacements[kind]
+    annotation.write_text(annotation.read_text().replace(old, new, 1))
+    return annotation
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("malformed xml", "malformed XML"), ("missing image", "image file not found"),
+    ("not an image", "not a readable image"), ("box outside", "outside the 64x48 image"),
+    ("box without area", "has no area"), ("size mismatch", "annotation says the image is 640x48"),
+])
+def test_eval_bad_dataset_is_one_line_naming_the_file(tiny_voc, tmp_path, capsys, kind, message):
+    dets = detections_file(tmp_path, [])
+    broken = _break(tiny_voc, kind)
+    code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--split", "test", "--detections", str(dets)], capsys)
+    line = one_line_error(err)
+    assert code == 2 and message in line and str(broken) in line
+
+
+def test_eval_with_model_reports_corrupt_image_and_unknown_class(tiny_voc, tiny_checkpoint, capsys):
+    broken = _break(tiny_voc, "corrupt image")
+    code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--split", "test", "--checkpoint", str(tiny_checkpoint)], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "corrupt or truncated" in line and str(broken) in line
+    # the checkpoint's classes are the 8 shapes: "square" is known, "dragon" is not
+    annotation = _break(tiny_voc, "unknown class")
+    code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--split", "test", "--checkpoint", str(tiny_checkpoint)], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "unknown class" in line and "dragon" in line and str(annotation) in line
+
+
+def test_eval_missing_checkpoint(tiny_voc, tmp_path, capsys):
+    code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--checkpoint", str(tmp_path / "none.pt")], capsys)
+    assert code == 2 and "checkpoint not found" in one_line_error(err)
+
+
+@pytest.mark.parametrize("content, message", [("{oops", "not valid JSON"), ('{"a": 1}', "list"),
+                                               ('[{"image_id": "a"}]', "lacks category")])
+def test_eval_bad_detections_file(tiny_voc, tmp_path, capsys, content, message):
+    path = tmp_path / "dets.json"
+    path.write_text(content)
+    code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--split", "test", "--detections", str(path)], capsys)
+    line = one_line_error(err)
+    assert code == 2 and message in line and str(path) in line
+
+
+def test_eval_malformed_coco_json(tmp_path, capsys):
+    path = tmp_path / "instances.json"
+    path.write_text('{"images": [')
+    code, _, err = run_tool("eval", ["--data", str(path), "--detections", str(detections_file(tmp_path, []))], capsys)
+    assert code == 2 and "malformed JSON" in one_line_error(err)
+
+
+def test_train_unknown_config_key(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epohcs: 3\n")
+    code, _, err = run_tool("train", ["--config", str(config)], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "unknown key 'train.epohcs' (did you mean 'epochs'?)" in line and str(config) in line
+
+
+def test_infer_missing_checkpoint(tiny_voc, tmp_path, capsys):
+    image = tiny_voc / "JPEGImages" / "a.jpg"
+    code, _, err = run_tool("infer", [str(image), "--checkpoint", str(tmp_path / "missing.pt")], capsys)
+    assert code == 2 and "checkpoint not found" in one_line_error(err)
+
+
+def test_infer_folder_with_good_and_bad_files(tiny_voc, tiny_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a", "b"):
+        (folder / f"{name}.jpg").write_bytes((tiny_voc / "JPEGImages" / f"{name}.jpg").read_bytes())
+    (folder / "truncated.jpg").write_bytes((tiny_voc / "JPEGImages" / "c.jpg").read_bytes()[:300])
+    (folder / "text.png").write_text("not an image")
+    out = tmp_path / "out"
+    code, stdout, _ = run_tool("infer", [str(folder), "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                                         "--score-thr", "0.0"], capsys)
+    assert code == 1
+    assert "2 image(s) processed, 2 failed" in stdout
+    assert sum("skipped" in line for line in stdout.splitlines()) == 2
+    assert (out / "a.jpg").is_file() and (out / "b.jpg").is_file() and not (out / "truncated.jpg").exists()
+    records = json.loads((out / "detections.json").read_text())
+    assert {r["image_id"] for r in records} <= {"a", "b"}
+
+
+def test_train_unknown_class_in_dataset(tiny_voc, tmp_path, capsys):
+    code, _, err = run_tool("train", [f"data.dataset={tiny_voc}", "data.class_names=[circle]",
+                                      f"train.output_dir={tmp_path}"], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "unknown class" in line and "square" in line and "Annotations" in line
+
+
+def test_real_process_exit_code_and_debug_traceback(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  nmae: x\n")
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "unknown key 'model.nmae'" in done.stderr
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(config), "--debug"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode != 0 and "Traceback" in done.stderr

@@ -1,0 +1,56 @@
+"""Train a detector.
+
+    python tools/train.py                                   # Faster R-CNN on the built-in shapes
+    python tools/train.py --config configs/<name>.yaml [key.sub=value ...]
+    python tools/train.py --config ... --resume             # continue from <output_dir>/last.pt
+    python tools/train.py --config ... --weights other.pt   # fine-tune (other classes are fine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from detect.cli import add_common_arguments, run, setup_logging
+from detect.config import dump_config, load_config
+
+DEFAULT_CONFIG = Path("configs/faster_rcnn_shapes.yaml")
+logger = logging.getLogger("train")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=0.01")
+    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                        help="continue an interrupted run (default: <output_dir>/last.pt)")
+    parser.add_argument("--weights", type=Path, help="initialise from a checkpoint; tensors that do not fit are skipped")
+    parser.add_argument("--max-iterations", type=int, help="stop after this many iterations in total")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.debug, args.quiet)
+
+    config = load_config(args.config, args.overrides)
+    logger.info("effective config (%s):\n%s", args.config, dump_config(config))
+    from detect.engine.trainer import Trainer
+
+    trainer = Trainer(config, progress=not args.quiet)
+    logger.info("%s: %d training / %d test images, %d classes, device %s", config.name, len(trainer.train_set),
+                len(trainer.test_set), len(trainer.class_names), trainer.device)
+    if args.weights is not None:
+        trainer.load_weights(args.weights)
+    resume = None
+    if args.resume is not None:
+        resume = Path(config.train.output_dir) / "last.pt" if args.resume == "last" else Path(args.resume)
+    summary = trainer.fit(resume=resume, max_iterations=args.max_iterations)
+    print(f"test mAP@0.5 (VOC07): {summary['map']:.4f} after {summary['iterations']} iterations "
+          f"in {summary['train_seconds'] / 60:.1f} min")
+    print(f"checkpoints: {summary['last']} (last), {summary['best']} (best)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
