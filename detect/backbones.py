@@ -6,7 +6,7 @@ them with its own statistics, and returns one feature map ``[B, out_channels, H 
 ========================  ======  ===========  ============================================
 name                      stride  out_channels  what
 ========================  ======  ===========  ============================================
-``small``                 16      128          from scratch, fast enough for 2 CPU cores
+``small``                 8       96           from scratch, fast enough for 2 CPU cores
 ``mobilenet_v2``          16      96           torchvision, ``features[:14]``
 ``resnet18``              16      256          torchvision, conv1 … layer3 (Faster R-CNN "C4")
 ``resnet50``              16      1024         torchvision, conv1 … layer3
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -58,7 +59,11 @@ class Backbone(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """images (Tensor[B, 3, H, W], RGB in [0, 1]) → features (Tensor[B, C, H/stride, W/stride])."""
-        return self.stages((images - self.mean) / self.std)
+        return self.extract((images - self.mean) / self.std)
+
+    def extract(self, images: Tensor) -> Tensor:
+        """Features of normalised images: the stages in sequence."""
+        return self.stages(images)
 
     def freeze_stages(self, count: int) -> None:
         """Stop training the first ``count`` stages (their weights keep requires_grad=False)."""
@@ -70,28 +75,40 @@ class Backbone(nn.Module):
                 parameter.requires_grad_(False)
 
 
+class SmallBackbone(Backbone):
+    """A small network trained from scratch, with one top-down merge to stride 8.
+
+    Four VGG-style stages (``conv3×3 stride 2`` then ``conv3×3``, BatchNorm + ReLU) reach stride
+    16, where the receptive field covers the largest objects; their output is upsampled ×2 and
+    added to a 1×1 projection of the stride-8 stage (as in FPN), then smoothed by a 3×3 conv.
+    The stride-8 output keeps the shape detail of objects only 10–20 px wide. About 0.4 M
+    parameters and 0.3 GMAC for a 256 × 256 image.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), out_channels: int = 96):
+        stages, in_channels = [], 3
+        for index, width in enumerate(widths):
+            layers = _conv_bn_relu(in_channels, width, stride=2)
+            if index > 0:
+                layers += _conv_bn_relu(width, width)
+            stages.append(nn.Sequential(*layers))
+            in_channels = width
+        super().__init__(stages, out_channels=out_channels, stride=2 ** (len(widths) - 1),
+                         mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        self.lateral = nn.Conv2d(widths[-2], out_channels, 1)
+        self.top_down = nn.Conv2d(widths[-1], out_channels, 1)
+        self.smooth = nn.Sequential(*_conv_bn_relu(out_channels, out_channels))
+
+    def extract(self, images: Tensor) -> Tensor:
+        fine = self.stages[:-1](images)
+        coarse = self.stages[-1](fine)
+        merged = self.lateral(fine) + F.interpolate(self.top_down(coarse), size=fine.shape[-2:], mode="nearest")
+        return self.smooth(merged)
+
+
 def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
-
-
-def small_backbone(widths: tuple[int, ...] = (16, 32, 64, 128)) -> Backbone:
-    """A small VGG-style network trained from scratch: each stage halves the resolution.
-
-    Stage ``i`` is ``conv3x3(stride 2) → conv3x3`` with BatchNorm and ReLU; the first stage is a
-    single strided conv. About 0.4 M parameters and 0.2 GMAC for a 256 × 256 image.
-    """
-    stages, in_channels = [], 3
-    for index, width in enumerate(widths):
-        layers = _conv_bn_relu(in_channels, width, stride=2)
-        if index > 0:
-            layers += _conv_bn_relu(width, width)
-        if index == len(widths) - 1:
-            layers += _conv_bn_relu(width, width)
-        stages.append(nn.Sequential(*layers))
-        in_channels = width
-    return Backbone(stages, out_channels=widths[-1], stride=2 ** len(widths),
-                    mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 def _load_state_dict(network: nn.Module, weights: str | None, name: str, torchvision_weights: Callable) -> bool:
@@ -180,7 +197,7 @@ def _small_with_weights(weights: str | None) -> Backbone:
     if weights is not None:
         raise ConfigError("the 'small' backbone has no pretrained weights; set model.backbone.weights "
                           "to null, or use mobilenet_v2 / resnet18 / resnet50 / vgg16")
-    return small_backbone()
+    return SmallBackbone()
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_stages: int = 0) -> Backbone:

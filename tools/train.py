@@ -29,11 +29,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="continue an interrupted run (default: <output_dir>/last.pt)")
     parser.add_argument("--weights", type=Path, help="initialise from a checkpoint; tensors that do not fit are skipped")
     parser.add_argument("--max-iterations", type=int, help="stop after this many iterations in total")
+    parser.add_argument("--on-invalid", choices=("error", "skip"),
+                        help="bad annotations/images: stop with an error (default) or skip them and report a count "
+                             "(same as data.on_invalid=...)")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
 
-    config = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"data.on_invalid={args.on_invalid}"] if args.on_invalid else [])
+    config = load_config(args.config, overrides)
     logger.info("effective config (%s):\n%s", args.config, dump_config(config))
     from detect.engine.trainer import Trainer
 

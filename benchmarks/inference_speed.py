@@ -1,0 +1,45 @@
+"""Inference time per image of a trained detector (median and spread after warm-up).
+
+    python benchmarks/inference_speed.py --checkpoint runs/faster_rcnn_shapes/best.pt [--data builtin]
+                                         [--split test] [--images 30] [--warmup 5] [--threads N]
+
+Times ``model.predict`` on one image at a time (batch 1, what a user of tools/infer.py sees),
+images taken from the dataset's split at their original size; the model resizes them to its
+input size. Prints the median, the 10th/90th percentiles and the input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from detect.benchmarking import time_inference
+from detect.config import DataConfig
+from detect.data.build import load_split
+from detect.data.transforms import TestTransforms
+from detect.engine.checkpoint import load_detector
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", default="builtin")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--images", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, checkpoint = load_detector(args.checkpoint, "cpu")
+    dataset = load_split(DataConfig(dataset=args.data), args.split, TestTransforms(), class_names=checkpoint["class_names"])
+    timing = time_inference(model, dataset, args.images, args.warmup)
+    print(f"{args.checkpoint}: {checkpoint['config']['model']['name']} / {checkpoint['config']['model']['backbone']['name']}, "
+          f"input {checkpoint['config']['model']['input_size']} px, {torch.get_num_threads()} threads")
+    print(f"inference per image: median {timing.median:.1f} ms (p10 {timing.p10:.1f}, p90 {timing.p90:.1f}) over {timing.count} images")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

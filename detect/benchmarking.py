@@ -1,0 +1,66 @@
+"""Timing helpers shared by the benchmark scripts (never used by tests: timings are noisy)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from detect.data.dataset import DetectionDataset
+
+
+@dataclass
+class Timing:
+    """Milliseconds per call: median, 10th and 90th percentile, number of timed calls."""
+
+    median: float
+    p10: float
+    p90: float
+    count: int
+
+    @classmethod
+    def of(cls, milliseconds: list[float]) -> "Timing":
+        values = np.asarray(milliseconds)
+        return cls(float(statistics.median(milliseconds)), float(np.percentile(values, 10)),
+                   float(np.percentile(values, 90)), len(milliseconds))
+
+
+@torch.no_grad()
+def time_inference(model: nn.Module, dataset: DetectionDataset, images: int = 30, warmup: int = 5,
+                   device: str | torch.device = "cpu") -> Timing:
+    """Time ``model.predict`` on single images of ``dataset`` (which yields tensors) after warm-up."""
+    model.eval()
+    count = min(images + warmup, len(dataset))
+    samples = [dataset[i]["image"].to(device) for i in range(count)]
+    milliseconds = []
+    for index, image in enumerate(samples):
+        if device != "cpu" and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        model.predict([image])
+        if device != "cpu" and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if index >= warmup:
+            milliseconds.append((time.perf_counter() - started) * 1000)
+    return Timing.of(milliseconds)
+
+
+def time_training_steps(model: nn.Module, batches: list[tuple[list[torch.Tensor], list[dict]]], lr: float = 0.001,
+                        warmup: int = 3) -> Timing:
+    """Time full SGD steps (forward, backward, update) of ``model`` on the given batches."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+    model.train()
+    milliseconds = []
+    for index, (images, targets) in enumerate(batches):
+        started = time.perf_counter()
+        losses = model(images, targets)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+        if index >= warmup:
+            milliseconds.append((time.perf_counter() - started) * 1000)
+    return Timing.of(milliseconds)
