@@ -28,6 +28,9 @@ both and the max |difference| for the 11-point ("voc07") and area ("voc") metric
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import subprocess
 import contextlib
 import importlib.util
 import io
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from detect.data.voc import load_voc
+from detect.evaluation.detections import write_detections
 from detect.evaluation.voc import evaluate_voc
 
 #: (description, old text, new text) applied to the reference file in a temporary copy.
@@ -111,6 +115,17 @@ def write_results_files(detections: dict, class_names: list[str], template: str)
         Path(template.format(name)).write_text("".join(class_lines))
 
 
+def cli_average_precisions(detections: dict, class_names: list[str], args, metric: str, workdir: Path) -> dict:
+    """Per-class AP as ``tools/eval.py`` reports it for these detections (written as a detections file)."""
+    dets_path, out_path = workdir / "detections.json", workdir / f"cli_{metric}.json"
+    write_detections(dets_path, detections, class_names)
+    tool = Path(__file__).resolve().parents[1] / "tools" / "eval.py"
+    subprocess.run([sys.executable, str(tool), "--data", str(args.data), "--split", args.split, "--detections",
+                    str(dets_path), "--metric", metric, "--json", str(out_path), "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return {name: (math.nan if value is None else value) for name, value in json.loads(out_path.read_text())["ap"].items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True, help="py-faster-rcnn voc_eval.py")
@@ -118,7 +133,12 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--difficult-fraction", type=float, default=0.1)
+    parser.add_argument("--via-cli", action="store_true",
+                        help="also score the detections with `tools/eval.py --json` (a subprocess, reading the "
+                             "dataset's own XML) and compare that too; needs --difficult-fraction 0")
     args = parser.parse_args()
+    if args.via_cli and args.difficult_fraction:
+        parser.error("--via-cli reads the real annotations, which flag nothing difficult: add --difficult-fraction 0")
 
     rng = np.random.default_rng(args.seed)
     dataset = load_voc(args.data, args.split)
@@ -154,6 +174,8 @@ def main() -> None:
         worst = {}
         for metric, use_07 in (("voc07", True), ("voc", False)):
             ours = evaluate_voc(ground_truth, detections, class_names, metric=metric)
+            if args.via_cli:
+                ours.ap = cli_average_precisions(detections, class_names, args, metric, workdir)
             differences = []
             for name in class_names:
                 if ours.num_detections[name] == 0:  # the canonical code cannot read an empty file

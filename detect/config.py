@@ -155,7 +155,9 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training split.
         batch_size: images per iteration (per process when distributed).
-        lr, momentum, weight_decay: SGD settings.
+        optimizer: ``sgd`` (with momentum, the papers' choice) or ``adamw`` (faster to leave the
+            initial plateau when training a backbone from scratch).
+        lr, momentum, weight_decay: optimizer settings (momentum is SGD's only).
         warmup_iters, warmup_factor: linear warm-up from ``lr * warmup_factor``.
         schedule: ``cosine`` (to zero at the end) or ``step`` (× ``gamma`` at each of ``milestones`` epochs).
         clip_grad_norm: gradient-norm clip; 0 disables it.
@@ -170,6 +172,7 @@ class TrainConfig:
 
     epochs: int = _ranged(12, 1)
     batch_size: int = _ranged(2, 1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = _ranged(0.01, 0, low_open=True)
     momentum: float = _ranged(0.9, 0, 1)
     weight_decay: float = _ranged(1e-4, 0)

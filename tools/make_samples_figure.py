@@ -73,12 +73,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for in-memory samples")
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--columns", type=int, default=4)
-    parser.add_argument("--output", type=Path, default=Path("docs/images/shapes_samples.png"))
+    parser.add_argument("--output", type=Path, default=Path("docs/images/shapes_samples.jpg"),
+                        help="PNG or JPEG, by suffix (default: %(default)s)")
     args = parser.parse_args()
     samples = (disk_samples(args.root, args.count, args.split) if args.root
                else in_memory_samples(args.count, args.seed, args.split))
     figure = draw_grid(samples, args.columns)
-    atomic_save(args.output, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    kind = "jpeg" if args.output.suffix.lower() in (".jpg", ".jpeg") else "png"
+    options = {"pil_kwargs": {"quality": 85}} if kind == "jpeg" else {}
+    atomic_save(args.output, lambda handle: figure.savefig(handle, format=kind, dpi=100, **options))
     print(f"wrote {args.output}")
     return 0
 

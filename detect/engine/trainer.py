@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from detect.config import Config, dump_config
+from detect.config import Config, TrainConfig, dump_config
 from detect.data.build import build_datasets
 from detect.data.dataset import DetectionDataset
 from detect.data.transforms import collate
@@ -95,6 +95,13 @@ class _StopSignal:
             signal.signal(signum, handler)
 
 
+def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the papers') or AdamW, with the configured learning rate and weight decay."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
 class Trainer:
     """Train the detector a :class:`Config` describes.
 
@@ -118,8 +125,7 @@ class Trainer:
         self.class_names = self.train_set.class_names
         self.model = build_detector(config.model, len(self.class_names)).to(self.device)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(parameters, lr=config.train.lr, momentum=config.train.momentum,
-                                         weight_decay=config.train.weight_decay)
+        self.optimizer = build_optimizer(parameters, config.train)
         self.use_amp = config.train.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.epoch = 0            # epoch in progress

@@ -88,3 +88,16 @@ def test_fine_tune_with_other_classes_skips_class_layers(tmp_path, caplog):
     assert torch.equal(target.model.backbone.stages[0][0].weight, source.model.backbone.stages[0][0].weight)
     with pytest.raises(CheckpointError, match="checkpoint classes differ"):
         target.resume(tmp_path / "src" / "run" / "last.pt")
+
+
+def test_optimizer_choice():
+    from torch import nn
+
+    from detect.config import TrainConfig
+    from detect.engine.trainer import build_optimizer
+
+    parameters = list(nn.Linear(2, 2).parameters())
+    sgd = build_optimizer(parameters, TrainConfig(lr=0.1, momentum=0.8, weight_decay=0.01))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.8
+    adamw = build_optimizer(parameters, TrainConfig(optimizer="adamw", lr=0.001, weight_decay=0.05))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
