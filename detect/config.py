@@ -33,6 +33,9 @@ from detect.errors import ConfigError
 
 BUILTIN_DATASET = "builtin"
 
+#: What ``python tools/train.py`` trains without arguments (relative to the project root).
+DEFAULT_CONFIG_PATH = Path("configs/faster_rcnn_shapes.yaml")
+
 
 def _ranged(default: Any, low: float | None = None, high: float | None = None, *,
             low_open: bool = False, high_open: bool = False) -> Any:

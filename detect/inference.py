@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -70,13 +70,14 @@ class InferenceSummary:
 
 
 def run_inference(predictor: Predictor, images: Iterable[Path], out_dir: str | os.PathLike,
-                  score_threshold: float = 0.5, report=print) -> InferenceSummary:
+                  score_threshold: float = 0.5, report: Callable[[str], None] = logger.info) -> InferenceSummary:
     """Detect objects in every image; draw the confident ones; write all detections to JSON.
 
     For each good image, ``out_dir/<stem>.jpg`` shows the detections scoring at least
     ``score_threshold`` and one summary line is reported. ``out_dir/detections.json`` holds *all*
     detections (the model's own low threshold), as evaluation needs them; image ids are the file
-    stems. A bad file is reported on one line and skipped.
+    stems. A bad file is reported on one line and skipped. ``report`` receives the lines
+    (``tools/infer.py`` prints them).
     """
     out_dir = Path(out_dir)
     summary = InferenceSummary()

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Sequence
 
 from detect.cli import add_common_arguments, run, setup_logging
-from detect.config import load_config
+from detect.config import DEFAULT_CONFIG_PATH, load_config
 from detect.errors import CheckpointError, DataError
 
-DEFAULT_CONFIG = Path("configs/faster_rcnn_shapes.yaml")
 
 
 def default_checkpoint() -> Path:
-    output_dir = Path(load_config(DEFAULT_CONFIG).train.output_dir)
+    output_dir = Path(load_config(DEFAULT_CONFIG_PATH).train.output_dir)
     for name in ("best.pt", "last.pt"):
         if (output_dir / name).is_file():
             return output_dir / name
@@ -49,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not images:
         raise DataError("no images found (extensions: jpg, jpeg, png, bmp, tif, webp)", args.images[0])
     predictor = Predictor(args.checkpoint or default_checkpoint(), args.device)
-    summary = run_inference(predictor, images, args.out, args.score_thr)
+    summary = run_inference(predictor, images, args.out, args.score_thr, report=print)
     print(f"{len(summary.processed)} image(s) processed, {len(summary.failed)} failed; "
           f"detections: {summary.detections_path}")
     return 1 if summary.failed else 0

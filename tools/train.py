@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Sequence
 
 from detect.cli import add_common_arguments, run, setup_logging
-from detect.config import dump_config, load_config
+from detect.config import DEFAULT_CONFIG_PATH, dump_config, load_config
 
-DEFAULT_CONFIG = Path("configs/faster_rcnn_shapes.yaml")
 logger = logging.getLogger("train")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="YAML config (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=0.01")
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                         help="continue an interrupted run (default: <output_dir>/last.pt)")

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from detect.data.shape_drawing import SHAPE_CLASSES, SyntheticImage, generate_image
 from detect.data.voc import load_voc, write_split, write_voc_xml
-from detect.errors import ConfigError, DetectError, OutputError
+from detect.errors import ConfigError, OutputError
 from detect.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["SHAPE_CLASSES", "SPLIT_CODES", "DEFAULT_ROOT", "SyntheticConfig", "SyntheticImage",
@@ -312,22 +312,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        config = SyntheticConfig(image_size=args.image_size, num_trainval=args.trainval,
-                                 num_test=args.test, seed=args.seed)
-        start = time.perf_counter()
-        if args.force:
-            generate_dataset(args.root, config, workers=args.workers)
-        else:
-            ensure_dataset(args.root, config, workers=args.workers)
-        print(f"{args.root}: ready in {time.perf_counter() - start:.1f} s")
-        for split in SPLIT_CODES:
-            print(f"{split}: {json.dumps(load_voc(args.root, split, list(SHAPE_CLASSES)).statistics())}")
-    except DetectError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = SyntheticConfig(image_size=args.image_size, num_trainval=args.trainval,
+                             num_test=args.test, seed=args.seed)
+    start = time.perf_counter()
+    if args.force:
+        generate_dataset(args.root, config, workers=args.workers)
+    else:
+        ensure_dataset(args.root, config, workers=args.workers)
+    print(f"{args.root}: ready in {time.perf_counter() - start:.1f} s")
+    for split in SPLIT_CODES:
+        print(f"{split}: {json.dumps(load_voc(args.root, split, list(SHAPE_CLASSES)).statistics())}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from detect.cli import run
+
+    sys.exit(run(main))

@@ -181,7 +181,14 @@ class Trainer:
                           num_workers=self.config.data.num_workers, drop_last=False,
                           generator=torch.Generator().manual_seed(self.config.train.seed + epoch))
 
-    def _batches(self, stop: _StopSignal) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
+    def _interrupted(self, reason: str, history: TrainingLog) -> TrainingInterrupted:
+        """Save ``last.pt`` and the logs at an iteration boundary; the error to raise."""
+        self.save("last.pt")
+        history.flush()
+        return TrainingInterrupted(f"{reason}: stopped at iteration {self.iteration}; last.pt saved — "
+                                   "continue with --resume", self.output_dir / "last.pt")
+
+    def _batches(self, stop: _StopSignal, history: TrainingLog) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
         """The remaining batches of the current epoch.
 
         Ctrl-C reaches the loader's worker processes too, which then exit; once a stop was
@@ -196,9 +203,7 @@ class Trainer:
             except RuntimeError:
                 if stop.received is None:
                     raise
-                self.save("last.pt")
-                raise TrainingInterrupted(f"{stop.received}: stopped at iteration {self.iteration}; last.pt "
-                                          "saved — continue with --resume", self.output_dir / "last.pt") from None
+                raise self._interrupted(stop.received, history) from None
             yield batch
 
     def iterations_per_epoch(self) -> int:
@@ -230,7 +235,7 @@ class Trainer:
             with _StopSignal() as stop, bar:
                 while self.epoch < config.epochs and self.iteration < end:
                     self.train_set.set_epoch(self.epoch)
-                    for images, targets in self._batches(stop):
+                    for images, targets in self._batches(stop, history):
                         losses = self._step(images, targets, self.iteration, total, per_epoch)
                         self.iteration += 1
                         self.batch += 1
@@ -242,11 +247,7 @@ class Trainer:
                         if self.iteration % config.log_every == 0:
                             history.log_losses(self.iteration, self.epoch, self._lr(), losses)
                         if stop.received:
-                            self.save("last.pt")
-                            history.flush()
-                            raise TrainingInterrupted(
-                                f"{stop.received}: stopped at iteration {self.iteration}; last.pt saved — "
-                                "continue with --resume", self.output_dir / "last.pt")
+                            raise self._interrupted(stop.received, history)
                         if config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
                             self.save("last.pt")
                         if self.iteration >= end:
@@ -315,7 +316,7 @@ class Trainer:
         self.model.train()
         value = float(result.map) if not math.isnan(result.map) else 0.0
         self.metrics = {"map": value, "iteration": self.iteration, "epoch": self.epoch,
-                        "ap": {k: (None if math.isnan(v) else v) for k, v in result.ap.items()}}
+                        "ap": result.as_dict()["ap"]}
         history.log_metrics(self.iteration, self.epoch, {"map": value})
         logger.info("epoch %d: test mAP@0.5 (VOC07) = %.4f\n%s", self.epoch, value, result.table())
         if value > self.best_map:

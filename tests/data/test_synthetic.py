@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detect.cli import run
+
 from detect.data import shape_drawing
 from detect.data.synthetic import (SHAPE_CLASSES, SyntheticConfig, ensure_dataset, generate_dataset,
                                    generate_image, image_rng, is_complete, main)
@@ -221,5 +223,5 @@ def test_command_line_generates_and_prints_statistics(tmp_path, capsys):
     (root / "stray.txt").write_text("x")
     (root / "SOURCE.txt").unlink()
     (root / "dataset.json").unlink()
-    assert main(["--root", str(root), "--trainval", "4", "--test", "2", "--image-size", "64"]) == 2
+    assert run(main, ["--root", str(root), "--trainval", "4", "--test", "2", "--image-size", "64"]) == 2
     assert "not written by" in capsys.readouterr().err
