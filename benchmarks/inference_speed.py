@@ -5,7 +5,9 @@
 
 Times ``model.predict`` on one image at a time (batch 1, what a user of tools/infer.py sees),
 images taken from the dataset's split at their original size; the model resizes them to its
-input size. Prints the median, the 10th/90th percentiles and the input size.
+input size. Prints the median, the 10th/90th percentiles and the input size. For R-CNN and
+Fast R-CNN, the detector gets each image's cached proposals and selective search is timed
+separately.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import argparse
 
 import torch
 
-from detect.benchmarking import time_inference
+from detect.benchmarking import time_inference, time_proposals
 from detect.config import DataConfig
 from detect.data.build import load_split
 from detect.data.transforms import TestTransforms
-from detect.engine.checkpoint import load_detector
+from detect.engine.checkpoint import checkpoint_config, load_detector
+from detect.proposals.cache import attach_proposals
 
 
 def main() -> int:
@@ -34,10 +37,20 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     model, checkpoint = load_detector(args.checkpoint, "cpu")
     dataset = load_split(DataConfig(dataset=args.data), args.split, TestTransforms(), class_names=checkpoint["class_names"])
+    proposal_timing = None
+    if model.uses_proposals:
+        config = checkpoint_config(checkpoint, args.checkpoint).model.proposals
+        attach_proposals(dataset, config)
+        proposal_timing = time_proposals(dataset, config.selective_search, args.images)
     timing = time_inference(model, dataset, args.images, args.warmup)
     print(f"{args.checkpoint}: {checkpoint['config']['model']['name']} / {checkpoint['config']['model']['backbone']['name']}, "
           f"input {checkpoint['config']['model']['input_size']} px, {torch.get_num_threads()} threads")
-    print(f"inference per image: median {timing.median:.1f} ms (p10 {timing.p10:.1f}, p90 {timing.p90:.1f}) over {timing.count} images")
+    excluded = ", proposals excluded" if proposal_timing else ""
+    print(f"inference per image{excluded}: median {timing.median:.1f} ms (p10 {timing.p10:.1f}, "
+          f"p90 {timing.p90:.1f}) over {timing.count} images")
+    if proposal_timing:
+        print(f"selective search per image: median {proposal_timing.median:.1f} ms (p10 {proposal_timing.p10:.1f}, "
+              f"p90 {proposal_timing.p90:.1f}) over {proposal_timing.count} images")
     return 0
 
 

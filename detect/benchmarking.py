@@ -32,20 +32,43 @@ class Timing:
 @torch.no_grad()
 def time_inference(model: nn.Module, dataset: DetectionDataset, images: int = 30, warmup: int = 5,
                    device: str | torch.device = "cpu") -> Timing:
-    """Time ``model.predict`` on single images of ``dataset`` (which yields tensors) after warm-up."""
+    """Time ``model.predict`` on single images of ``dataset`` (which yields tensors) after warm-up.
+
+    Detectors that take region proposals get the dataset's cached ones, so the time excludes
+    proposal computation (timed by :func:`time_proposals`).
+    """
     model.eval()
     count = min(images + warmup, len(dataset))
-    samples = [dataset[i]["image"].to(device) for i in range(count)]
+    samples = [dataset[i] for i in range(count)]
+    uses_proposals = getattr(model, "uses_proposals", False)
     milliseconds = []
-    for index, image in enumerate(samples):
+    for index, sample in enumerate(samples):
+        image = sample["image"].to(device)
         if device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         started = time.perf_counter()
-        model.predict([image])
+        if uses_proposals:
+            model.predict([image], [sample["proposals"].to(device)])
+        else:
+            model.predict([image])
         if device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         if index >= warmup:
             milliseconds.append((time.perf_counter() - started) * 1000)
+    return Timing.of(milliseconds)
+
+
+def time_proposals(dataset: DetectionDataset, config, images: int = 30) -> Timing:
+    """Time selective search (``config``: a SelectiveSearchConfig) on single images of ``dataset``."""
+    from detect.proposals.selective_search import selective_search
+    from detect.data.images import read_image
+
+    milliseconds = []
+    for annotation in dataset.annotations[:images]:
+        image = read_image(annotation.image_path)
+        started = time.perf_counter()
+        selective_search(image, config)
+        milliseconds.append((time.perf_counter() - started) * 1000)
     return Timing.of(milliseconds)
 
 

@@ -29,6 +29,7 @@ import yaml
 
 from detect.data.synthetic import SyntheticConfig
 from detect.data.transforms import AugmentationConfig
+from detect.proposals.selective_search import SelectiveSearchConfig
 from detect.errors import ConfigError
 
 BUILTIN_DATASET = "builtin"
@@ -111,11 +112,111 @@ class RoIHeadConfig:
 
 
 @dataclass
+class YOLOConfig:
+    """YOLOv1's head, loss and decoding (Redmon et al., 2016, §2); defaults are the paper's.
+
+    Attributes:
+        grid_size: S, the S × S grid of cells (7 at 448 px in the paper).
+        boxes_per_cell: B, box predictors per cell.
+        conv_channels: channels of the extra 3 × 3 conv layers on the backbone (one entry per layer).
+        hidden_dim: width of the first fully connected layer (4096 in the paper).
+        dropout: dropout after the first fully connected layer.
+        leaky_slope: negative slope of the Leaky ReLU used everywhere but the last layer.
+        lambda_coord, lambda_noobj: the loss weights of the coordinate and no-object terms.
+        score_threshold: minimum class-specific confidence kept at test time.
+        nms_iou: per-class NMS threshold at test time.
+        detections_per_image: cap on the detections kept per image.
+    """
+
+    grid_size: int = _ranged(7, 1)
+    boxes_per_cell: int = _ranged(2, 1)
+    conv_channels: tuple[int, ...] = _tuple(1024, 1024, low=1)
+    hidden_dim: int = _ranged(4096, 1)
+    dropout: float = _ranged(0.5, 0, 1, high_open=True)
+    leaky_slope: float = _ranged(0.1, 0, 1)
+    lambda_coord: float = _ranged(5.0, 0)
+    lambda_noobj: float = _ranged(0.5, 0)
+    score_threshold: float = _ranged(0.05, 0, 1)
+    nms_iou: float = _ranged(0.5, 0, 1)
+    detections_per_image: int = _ranged(100, 1)
+
+
+@dataclass
+class RCNNConfig:
+    """R-CNN (Girshick et al., 2014): warped proposals, fine-tuning, SVMs and box regression.
+
+    Defaults are the paper's (``crop_size`` 227 and 4096-d fc7 features of AlexNet/VGG16).
+
+    Attributes:
+        crop_size: side of the square each proposal is warped to.
+        context_pad: pixels of image context around the proposal in the warped crop.
+        feature_dim: width of the fc layer on the pooled backbone features (the "fc7" features).
+        batch_size_per_image: warped regions per image in a fine-tuning batch (128 per 2 images).
+        positive_fraction: foreground share of those (32 of 128).
+        foreground_iou: fine-tuning foreground threshold (IoU ≥ 0.5; below is background).
+        svm_c, svm_positive_weight, svm_bias: liblinear's C, the positive class weight, the bias term.
+        svm_negative_iou: SVM negatives are proposals with IoU below this with every box of the class.
+        hard_threshold, evict_threshold: a negative is hard when its score is above
+            ``hard_threshold``; after retraining, cached negatives scoring below ``evict_threshold`` leave.
+        retrain_every: retrain a class's SVM after this many new hard negatives.
+        feature_norm: features are scaled so that their mean L2 norm is this.
+        regression_iou, regression_lambda: box regression trains on proposals with IoU above this;
+            ridge regularisation λ.
+        score_threshold: minimum σ(SVM score) kept at test time (0.5 is the SVM's decision boundary).
+        nms_iou: per-class NMS threshold at test time.
+        detections_per_image: cap on the detections kept per image.
+        crops_per_batch: warped crops per backbone call when extracting features (memory bound).
+        feature_cache_dir: where stage 2 stores the features of every training proposal.
+    """
+
+    crop_size: int = _ranged(227, 8)
+    context_pad: int = _ranged(16, 0)
+    feature_dim: int = _ranged(4096, 1)
+    batch_size_per_image: int = _ranged(64, 1)
+    positive_fraction: float = _ranged(0.25, 0, 1, low_open=True)
+    foreground_iou: float = _ranged(0.5, 0, 1)
+    svm_c: float = _ranged(1e-3, 0, low_open=True)
+    svm_positive_weight: float = _ranged(2.0, 0, low_open=True)
+    svm_bias: float = _ranged(10.0, 0, low_open=True)
+    svm_negative_iou: float = _ranged(0.3, 0, 1)
+    hard_threshold: float = -1.0001
+    evict_threshold: float = -1.2
+    retrain_every: int = _ranged(2000, 1)
+    feature_norm: float = _ranged(20.0, 0, low_open=True)
+    regression_iou: float = _ranged(0.6, 0, 1)
+    regression_lambda: float = _ranged(1000.0, 0)
+    score_threshold: float = _ranged(0.05, 0, 1)
+    nms_iou: float = _ranged(0.3, 0, 1)
+    detections_per_image: int = _ranged(100, 1)
+    crops_per_batch: int = _ranged(256, 1)
+    feature_cache_dir: str = "cache/features"
+
+
+@dataclass
+class ProposalConfig:
+    """Precomputed region proposals for R-CNN and Fast R-CNN (see :mod:`detect.proposals`).
+
+    Attributes:
+        selective_search: the algorithm's parameters (mode, box cap, minimum size, scale).
+        cache_dir: where proposals are kept, one folder per dataset and parameter set.
+        workers: processes computing selective search.
+    """
+
+    selective_search: SelectiveSearchConfig = field(default_factory=SelectiveSearchConfig)
+    cache_dir: str = "cache/proposals"
+    workers: int = _ranged(2, 1)
+
+
+@dataclass
 class ModelConfig:
     """Which detector, on which backbone, at which input size.
 
+    Each detector reads the sub-configs it needs: ``rpn`` (Faster R-CNN), ``roi_head`` (Fast and
+    Faster R-CNN), ``proposals`` (R-CNN and Fast R-CNN), ``rcnn`` (R-CNN), ``yolo`` (YOLOv1).
+
     Attributes:
-        name: a registered detector (``faster_rcnn``, ...; see :mod:`detect.models`).
+        name: a registered detector (``rcnn``, ``fast_rcnn``, ``faster_rcnn``, ``yolo``, ...; see
+            :mod:`detect.models`).
         input_size: the longest image side fed to the network; images are resized to it and
             detections are mapped back to the original pixels.
     """
@@ -126,6 +227,9 @@ class ModelConfig:
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_head: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+    yolo: YOLOConfig = field(default_factory=YOLOConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    rcnn: RCNNConfig = field(default_factory=RCNNConfig)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import DEFAULT_CONFIG_PATH, dump_config, load_config
+from detect.errors import ConfigError
 
 logger = logging.getLogger("train")
 
@@ -38,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.overrides) + ([f"data.on_invalid={args.on_invalid}"] if args.on_invalid else [])
     config = load_config(args.config, overrides)
     logger.info("effective config (%s):\n%s", args.config, dump_config(config))
+    if config.model.name == "rcnn":
+        return _train_rcnn(config, args)
     from detect.engine.trainer import Trainer
 
     trainer = Trainer(config, progress=not args.quiet)
@@ -52,6 +55,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"test mAP@0.5 (VOC07): {summary['map']:.4f} after {summary['iterations']} iterations "
           f"in {summary['train_seconds'] / 60:.1f} min")
     print(f"checkpoints: {summary['last']} (last), {summary['best']} (best)")
+    return 0
+
+
+def _train_rcnn(config, args) -> int:
+    """R-CNN trains in stages (fine-tuning, features, SVMs, regressors), not by SGD alone."""
+    from detect.engine.rcnn import train_rcnn
+
+    if args.weights is not None:
+        raise ConfigError("--weights is not supported for R-CNN; set model.backbone.weights instead")
+    summary = train_rcnn(config, resume=args.resume is not None, max_iterations=args.max_iterations,
+                         progress=not args.quiet)
+    if summary["map"] is None:
+        print(f"stage 1 stopped after {summary['iterations']} iterations; continue with --resume ({summary['last']})")
+        return 0
+    print(f"test mAP@0.5 (VOC07): {summary['map']:.4f}; all stages in {summary['train_seconds'] / 60:.1f} min")
+    print(f"checkpoint: {summary['best']}")
     return 0
 
 

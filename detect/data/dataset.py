@@ -135,6 +135,9 @@ class DetectionDataset:
         self.name = name
         self.seed = 0
         self.epoch = 0
+        #: ``{image_id: float32[K, 4]}`` region proposals added to each sample as ``"proposals"``
+        #: (R-CNN and Fast R-CNN; see :func:`detect.proposals.attach_proposals`), or None.
+        self.proposals: dict[str, np.ndarray] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draw for ``epoch`` (call before each epoch)."""
@@ -161,8 +164,11 @@ class DetectionDataset:
                 f"image is {image.shape[1]}x{image.shape[0]} but its annotation says "
                 f"{annotation.width}x{annotation.height}; fix the annotation's size",
                 annotation.source or annotation.image_path)
-        return {"image": image, "boxes": annotation.boxes.copy(), "labels": annotation.labels.copy(),
-                "difficult": annotation.difficult.copy(), "image_id": annotation.image_id}
+        sample = {"image": image, "boxes": annotation.boxes.copy(), "labels": annotation.labels.copy(),
+                  "difficult": annotation.difficult.copy(), "image_id": annotation.image_id}
+        if self.proposals is not None:
+            sample["proposals"] = self.proposals[annotation.image_id].copy()
+        return sample
 
     def __getitem__(self, index: int) -> dict:
         sample = self.load(index)

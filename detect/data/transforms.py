@@ -33,6 +33,8 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def _targets_to_tensors(sample: dict) -> dict:
     sample["boxes"] = torch.as_tensor(np.asarray(sample["boxes"], np.float32).reshape(-1, 4))
+    if "proposals" in sample:
+        sample["proposals"] = torch.as_tensor(np.asarray(sample["proposals"], np.float32).reshape(-1, 4))
     sample["labels"] = torch.as_tensor(np.asarray(sample["labels"], np.int64).reshape(-1))
     sample["difficult"] = torch.as_tensor(np.asarray(sample["difficult"], bool).reshape(-1))
     return sample
@@ -85,19 +87,30 @@ class TrainTransforms:
                 A.ColorJitter(brightness=config.jitter, contrast=config.jitter, saturation=config.jitter,
                               hue=0.05, p=config.color),
             ],
-            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "difficult"],
+            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "difficult", "is_proposal"],
                                      min_visibility=MIN_VISIBILITY, min_width=MIN_BOX_SIDE,
                                      min_height=MIN_BOX_SIDE, clip=True),
             seed=0,
         )
 
     def __call__(self, sample: dict, seed: int | None = None) -> dict:
+        """Augment one sample; region proposals, if the sample has them, move with the boxes."""
         if seed is not None:
             self.pipeline.set_random_seed(seed)
-        out = self.pipeline(image=sample["image"], bboxes=np.asarray(sample["boxes"], np.float32).reshape(-1, 4),
-                            labels=np.asarray(sample["labels"]), difficult=np.asarray(sample["difficult"]))
-        result = {"image": image_to_tensor(out["image"]), "boxes": out["bboxes"], "labels": out["labels"],
-                  "difficult": out["difficult"], "image_id": sample["image_id"]}
+        boxes = np.asarray(sample["boxes"], np.float32).reshape(-1, 4)
+        labels, difficult = np.asarray(sample["labels"]), np.asarray(sample["difficult"])
+        proposals = np.asarray(sample.get("proposals", np.zeros((0, 4))), np.float32).reshape(-1, 4)
+        out = self.pipeline(image=sample["image"], bboxes=np.concatenate([boxes, proposals]),
+                            labels=np.concatenate([labels, np.zeros(len(proposals), labels.dtype)]),
+                            difficult=np.concatenate([difficult, np.zeros(len(proposals), bool)]),
+                            is_proposal=np.arange(len(boxes) + len(proposals)) >= len(boxes))
+        is_proposal = np.asarray(out["is_proposal"], bool)
+        kept = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        result = {"image": image_to_tensor(out["image"]), "boxes": kept[~is_proposal],
+                  "labels": np.asarray(out["labels"])[~is_proposal],
+                  "difficult": np.asarray(out["difficult"], bool)[~is_proposal], "image_id": sample["image_id"]}
+        if "proposals" in sample:
+            result["proposals"] = kept[is_proposal]
         return _targets_to_tensors(result)
 
 

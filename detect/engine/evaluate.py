@@ -25,7 +25,11 @@ def predict_dataset(model: nn.Module, dataset: DetectionDataset, device: torch.d
                         collate_fn=collate, generator=torch.Generator().manual_seed(0))
     results = {}
     for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        detections = model.predict([image.to(device, non_blocking=True) for image in images])
+        images = [image.to(device, non_blocking=True) for image in images]
+        if getattr(model, "uses_proposals", False):
+            detections = model.predict(images, [target["proposals"].to(device) for target in targets])
+        else:
+            detections = model.predict(images)
         for target, det in zip(targets, detections):
             results[target["image_id"]] = {"boxes": det.boxes.float().cpu().numpy(),
                                            "scores": det.scores.float().cpu().numpy(),

@@ -124,6 +124,12 @@ class Trainer:
         self.train_set.seed = config.train.seed
         self.class_names = self.train_set.class_names
         self.model = build_detector(config.model, len(self.class_names)).to(self.device)
+        if self.model.uses_proposals:
+            from detect.proposals.cache import attach_proposals
+
+            for dataset in (self.train_set, self.test_set):
+                if dataset.proposals is None:
+                    attach_proposals(dataset, config.model.proposals, progress)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(parameters, config.train)
         self.use_amp = config.train.amp and self.device.type == "cuda"
@@ -133,6 +139,7 @@ class Trainer:
         self.iteration = 0        # optimizer steps done
         self.best_map = -math.inf
         self.metrics: dict[str, float] = {}
+        self.final_evaluation = True
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -209,13 +216,18 @@ class Trainer:
     def iterations_per_epoch(self) -> int:
         return math.ceil(len(self.train_set) / self.config.train.batch_size)
 
-    def fit(self, resume: str | Path | None = None, max_iterations: int | None = None) -> dict:
+    def fit(self, resume: str | Path | None = None, max_iterations: int | None = None,
+            final_evaluation: bool = True) -> dict:
         """Train to the end of the schedule (or ``max_iterations`` optimizer steps in total).
+
+        ``final_evaluation=False`` skips the test-set evaluation after the last iteration (R-CNN's
+        fine-tuning stage, whose softmax detector is not the one it ships).
 
         Returns:
             summary dict: final metrics, checkpoint paths, wall-clock seconds.
         """
         config = self.config.train
+        self.final_evaluation = final_evaluation
         if len(self.train_set) == 0:
             raise DetectError(f"training split {self.train_set.name!r} has no images")
         if resume is not None:
@@ -258,7 +270,7 @@ class Trainer:
                             self._evaluate(history)
                         self.save("last.pt")
                         history.flush()
-            if not self.metrics or self.metrics.get("iteration") != self.iteration:
+            if final_evaluation and (not self.metrics or self.metrics.get("iteration") != self.iteration):
                 self._evaluate(history)
                 self.save("last.pt")
         finally:
@@ -307,7 +319,8 @@ class Trainer:
 
     def _evaluation_due(self) -> bool:
         every = self.config.train.eval_every
-        return (every > 0 and self.epoch % every == 0) or self.epoch == self.config.train.epochs
+        return (every > 0 and self.epoch % every == 0) or (self.epoch == self.config.train.epochs
+                                                             and self.final_evaluation)
 
     def _evaluate(self, history: TrainingLog) -> None:
         self.model.eval()

@@ -75,6 +75,12 @@ def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathL
     if model is not None:
         from detect.engine.evaluate import predict_dataset
 
+        if model.uses_proposals:
+            from detect.engine.checkpoint import checkpoint_config
+            from detect.proposals.cache import attach_proposals
+
+            attach_proposals(dataset, checkpoint_config(stored, checkpoint).model.proposals, progress)
+
         found = predict_dataset(model, dataset, device, progress=progress)
     else:
         found = read_detections(detections, dataset.class_names)

@@ -25,9 +25,27 @@ def _torchvision_faster_rcnn(config: ModelConfig, num_classes: int) -> Detector:
     return build_torchvision_faster_rcnn(config, num_classes)
 
 
+def _rcnn(config: ModelConfig, num_classes: int) -> Detector:
+    from detect.models.rcnn import build_rcnn
+    return build_rcnn(config, num_classes)
+
+
+def _fast_rcnn(config: ModelConfig, num_classes: int) -> Detector:
+    from detect.models.fast_rcnn import build_fast_rcnn
+    return build_fast_rcnn(config, num_classes)
+
+
+def _yolo(config: ModelConfig, num_classes: int) -> Detector:
+    from detect.models.yolo import build_yolo
+    return build_yolo(config, num_classes)
+
+
 #: Detector name → builder ``(model_config, num_classes) -> Detector``.
 DETECTORS: dict[str, Callable[[ModelConfig, int], Detector]] = {
+    "rcnn": _rcnn,
+    "fast_rcnn": _fast_rcnn,
     "faster_rcnn": _faster_rcnn,
+    "yolo": _yolo,
     # torchvision's implementation from the same config: the reference in comparisons.
     "torchvision_faster_rcnn": _torchvision_faster_rcnn,
 }

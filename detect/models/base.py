@@ -95,6 +95,8 @@ class ImageTransform(nn.Module):
                 target = dict(targets[index])
                 target["boxes"] = target["boxes"].to(image.device, torch.float32) * scale
                 target["labels"] = target["labels"].to(image.device)
+                if "proposals" in target:
+                    target["proposals"] = target["proposals"].to(image.device, torch.float32) * scale
                 new_targets.append(target)
         max_height = -(-max(h for h, _ in sizes) // self.size_divisible) * self.size_divisible
         max_width = -(-max(w for _, w in sizes) // self.size_divisible) * self.size_divisible
@@ -102,6 +104,15 @@ class ImageTransform(nn.Module):
         for slot, image in zip(batch, resized):
             slot[:, : image.shape[1], : image.shape[2]].copy_(image)
         return ImageBatch(batch, sizes, originals), new_targets
+
+    @staticmethod
+    def resize_boxes(boxes: Sequence[Tensor], batch: ImageBatch) -> list[Tensor]:
+        """Map boxes (one Tensor[K_i, 4] per image) from the original images' pixels to the network's."""
+        mapped = []
+        for image_boxes, (height, width), (orig_height, orig_width) in zip(boxes, batch.image_sizes, batch.original_sizes):
+            scale = torch.tensor([width / orig_width, height / orig_height] * 2, device=batch.tensors.device)
+            mapped.append(image_boxes.to(batch.tensors.device, torch.float32) * scale)
+        return mapped
 
     @staticmethod
     def postprocess(detections: list[Detections], batch: ImageBatch) -> list[Detections]:
@@ -123,6 +134,9 @@ class Detector(nn.Module):
 
     num_classes: int
     transform: ImageTransform
+    #: True for detectors whose ``predict(images, proposals)`` takes precomputed region proposals
+    #: (R-CNN, Fast R-CNN); the engine then gives datasets their cached proposals.
+    uses_proposals: bool = False
 
     def forward(self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict]) -> dict[str, Tensor]:
         """Training step: named scalar losses for ``images`` and their ``targets``."""

@@ -1,0 +1,98 @@
+"""Fast R-CNN (Girshick, 2015): one backbone pass per image, RoI pooling over external proposals.
+
+Proposals come from selective search, computed once per image and cached on disk
+(:mod:`detect.proposals`); the dataset adds them to every sample as ``target["proposals"]``
+(original image pixels) and the training augmentation moves them with the image. The RoI head is
+the one Faster R-CNN uses (:class:`detect.models.roi_head.RoIHead`); Faster R-CNN differs only in
+where the proposals come from.
+
+The paper's settings (§2.3, §3): mini-batches of 2 images × 64 RoIs, 25 % foreground (IoU ≥ 0.5
+with a ground-truth box, which is also added to the proposals), background IoU in [0.1, 0.5),
+smooth-L1 with σ = 1 on normalised targets, per-class NMS 0.3 at test time.
+
+``predict(images, proposals)`` takes the proposals of each image; without them it runs selective
+search on the images first (what ``tools/infer.py`` does on new images), which dominates the
+time per image.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from detect.backbones import Backbone, build_backbone
+from detect.config import ModelConfig
+from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
+from detect.models.roi_head import RoIHead
+from detect.proposals.selective_search import SelectiveSearchConfig, selective_search
+
+
+def image_tensor_to_uint8(image: Tensor) -> np.ndarray:
+    """A float RGB tensor [3, H, W] in [0, 1] → uint8 RGB array [H, W, 3] (for selective search)."""
+    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def compute_proposals(images: Sequence[Tensor], config: SelectiveSearchConfig) -> list[Tensor]:
+    """Selective-search boxes (Tensor[K_i, 4], each image's pixels) for images given as tensors."""
+    return [torch.from_numpy(selective_search(image_tensor_to_uint8(image), config)).to(image.device)
+            for image in images]
+
+
+class FastRCNN(Detector):
+    """Backbone → RoI pooling over given proposals → the shared RoI head.
+
+    Args:
+        backbone: shared feature extractor. roi_head: classification and box refinement.
+        transform: resizing/batching. proposal_config: selective search for images given without proposals.
+    """
+
+    #: The engine passes each sample's cached ``proposals`` to ``predict``.
+    uses_proposals = True
+
+    def __init__(self, backbone: Backbone, roi_head: RoIHead, transform: ImageTransform,
+                 proposal_config: SelectiveSearchConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.roi_head = roi_head
+        self.transform = transform
+        self.proposal_config = proposal_config
+        self.num_classes = roi_head.num_classes
+
+    def losses(self, batch: ImageBatch, targets: list[dict]) -> dict[str, Tensor]:
+        if any("proposals" not in target for target in targets):
+            raise ValueError("Fast R-CNN trains on region proposals: every target needs 'proposals' "
+                             "(the engine adds them from the proposal cache)")
+        features = self.backbone(batch.tensors)
+        _, losses = self.roi_head(features, [t["proposals"] for t in targets], batch.image_sizes, targets)
+        return losses
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[Tensor] | Tensor, proposals: Sequence[Tensor] | None = None) -> list[Detections]:
+        """Detections per image; ``proposals`` (Tensor[K_i, 4], original pixels) default to
+        selective search run now."""
+        if self.training:
+            raise RuntimeError("call model.eval() before predict(): training mode would update "
+                               "BatchNorm statistics")
+        if len(images) == 0:
+            return []
+        if proposals is None:
+            proposals = compute_proposals(images, self.proposal_config)
+        if len(proposals) != len(images):
+            raise ValueError(f"got {len(proposals)} proposal sets for {len(images)} images")
+        batch, _ = self.transform(images)
+        return self.transform.postprocess(self.detect(batch, self.transform.resize_boxes(proposals, batch)), batch)
+
+    def detect(self, batch: ImageBatch, proposals: list[Tensor]) -> list[Detections]:
+        features = self.backbone(batch.tensors)
+        detections, _ = self.roi_head(features, proposals, batch.image_sizes)
+        return detections
+
+
+def build_fast_rcnn(config: ModelConfig, num_classes: int) -> FastRCNN:
+    backbone = build_backbone(config.backbone.name, config.backbone.weights, config.backbone.frozen_stages)
+    roi_head = RoIHead(backbone.out_channels, backbone.stride, num_classes, config.roi_head)
+    return FastRCNN(backbone, roi_head, ImageTransform(config.input_size, size_divisible=backbone.stride),
+                    config.proposals.selective_search)

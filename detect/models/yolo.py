@@ -1,0 +1,236 @@
+"""YOLOv1 (Redmon et al., 2016): detection as one regression from the image to an S × S grid.
+
+The image is stretched to a square ``input_size`` and divided into ``S × S`` cells. Each cell
+predicts ``B`` boxes — ``(x, y, √w, √h, confidence)`` — and one set of ``C`` class
+probabilities, so the network's output is ``S × S × (5B + C)``:
+
+* ``x, y``: the box centre as an offset inside its cell, in ``[0, 1]``;
+* ``√w, √h``: square roots of the box size as a fraction of the image (the square root makes a
+  given error cost more on a small box than on a large one, §2.2);
+* ``confidence``: trained towards the IoU between the box and the object it is responsible for,
+  and towards 0 where there is no object;
+* ``P(class | object)``: one distribution per cell, whatever its ``B`` boxes say.
+
+Network (§2.1): the shared backbone, extra 3 × 3 conv layers (the first with stride 2, like the
+paper's ``3×3×1024-s-2``), average pooling to ``S × S``, a fully connected layer with dropout 0.5,
+and a linear fully connected layer producing the grid. Leaky ReLU (slope 0.1) follows every layer
+but the last. Departure from the paper: the extra conv layers have BatchNorm (as in YOLOv2),
+without which the from-scratch network of the built-in config does not leave its plateau in a
+CPU-sized schedule.
+
+Loss (§2.2, eq. 3), summed over the batch and divided by the number of images, returned as its
+four named parts:
+
+* ``coord`` = λcoord Σ_responsible [(x − x̂)² + (y − ŷ)² + (√w − √ŵ)² + (√h − √ĥ)²], λcoord = 5;
+* ``obj`` = Σ_responsible (C − IoU)², the IoU of the predicted box with its object (a constant);
+* ``noobj`` = λnoobj Σ_other predictors C², λnoobj = 0.5 — every predictor that is not
+  responsible for an object, including the other ``B − 1`` of a cell that holds one;
+* ``cls`` = Σ_cells with an object Σ_c (p(c) − p̂(c))².
+
+An object belongs to the cell holding its centre; its *responsible* predictor is the one of the
+cell's ``B`` whose current box has the highest IoU with it (the first on ties). A cell holds at
+most one object (YOLOv1's known limit): when several centres fall into one cell, the largest
+object is trained and the others are ignored.
+
+Decoding (§2.4): class-specific confidence ``P(class | object) × confidence`` for every box and
+class (both clamped to ``[0, 1]``: the outputs are linear), score threshold, per-class NMS, and a
+cap on detections per image. Boxes are in input-image pixels, ``x1, y1, x2, y2``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from detect.backbones import Backbone, build_backbone
+from detect.boxes import batched_nms, box_cxcywh_to_xyxy, clip_boxes, elementwise_box_iou
+from detect.config import ModelConfig, YOLOConfig
+from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
+
+#: Per-box fields of the output, in order.
+BOX_FIELDS = ("x", "y", "sqrt_w", "sqrt_h", "confidence")
+
+
+class YOLOHead(nn.Module):
+    """Backbone features [N, C_in, h, w] → raw predictions [N, S, S, 5B + C].
+
+    Args:
+        in_channels: backbone channels. num_classes: C. config: :class:`detect.config.YOLOConfig`.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, config: YOLOConfig):
+        super().__init__()
+        self.grid_size = config.grid_size
+        self.boxes_per_cell = config.boxes_per_cell
+        self.num_classes = num_classes
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for index, width in enumerate(config.conv_channels):
+            layers += [nn.Conv2d(channels, width, 3, stride=2 if index == 0 else 1, padding=1, bias=False),
+                       nn.BatchNorm2d(width), nn.LeakyReLU(config.leaky_slope, inplace=True)]
+            channels = width
+        layers.append(nn.AdaptiveAvgPool2d(config.grid_size))
+        self.convs = nn.Sequential(*layers)
+        outputs = config.grid_size ** 2 * (5 * config.boxes_per_cell + num_classes)
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(channels * config.grid_size ** 2, config.hidden_dim),
+            nn.LeakyReLU(config.leaky_slope, inplace=True),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden_dim, outputs),  # linear: no activation on the last layer
+        )
+        # A quiet start: near-zero predictions give small, balanced losses in the first iterations.
+        nn.init.normal_(self.fc[-1].weight, std=0.01)
+        nn.init.zeros_(self.fc[-1].bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        size = self.grid_size
+        out = self.fc(self.convs(features))
+        return out.view(features.shape[0], size, size, 5 * self.boxes_per_cell + self.num_classes)
+
+
+def split_predictions(predictions: Tensor, boxes_per_cell: int) -> tuple[Tensor, Tensor]:
+    """[..., S, S, 5B + C] → (boxes [..., S, S, B, 5] with :data:`BOX_FIELDS`, class scores [..., S, S, C])."""
+    box_part = predictions[..., : 5 * boxes_per_cell]
+    return box_part.reshape(*box_part.shape[:-1], boxes_per_cell, 5), predictions[..., 5 * boxes_per_cell:]
+
+
+def cell_boxes(boxes: Tensor, rows: Tensor, columns: Tensor, grid_size: int) -> Tensor:
+    """Predicted ``(x, y, √w, √h)`` [..., 4] of cells ``(rows, columns)`` (broadcast against [...]) → ``x1 y1 x2 y2`` as
+    fractions of the image.
+
+    Negative ``√w, √h`` (the outputs are linear) count as zero size, so the square can never
+    turn a wrong-signed prediction into a plausible box.
+    """
+    cx = (columns.to(boxes.dtype) + boxes[..., 0]) / grid_size
+    cy = (rows.to(boxes.dtype) + boxes[..., 1]) / grid_size
+    w, h = boxes[..., 2].clamp(min=0) ** 2, boxes[..., 3].clamp(min=0) ** 2
+    return box_cxcywh_to_xyxy(torch.stack([cx, cy, w, h], dim=-1))
+
+
+def assign_objects(boxes: Tensor, image_size: tuple[int, int], grid_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Which cell holds each object, and which object each occupied cell trains on.
+
+    Args:
+        boxes: ground truth (Tensor[N, 4], x1 y1 x2 y2 pixels). image_size: ``(height, width)``.
+
+    Returns:
+        ``(objects, rows, columns)``: indices into ``boxes`` of the objects kept — the largest
+        object of each cell holding several centres — and their cells.
+    """
+    height, width = image_size
+    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2 / width
+    centre_y = (boxes[:, 1] + boxes[:, 3]) / 2 / height
+    columns = (centre_x * grid_size).floor().long().clamp(0, grid_size - 1)
+    rows = (centre_y * grid_size).floor().long().clamp(0, grid_size - 1)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    kept: dict[int, int] = {}
+    for index in torch.argsort(area, descending=True, stable=True).tolist():
+        kept.setdefault(int(rows[index]) * grid_size + int(columns[index]), index)
+    objects = torch.tensor(sorted(kept.values()), dtype=torch.long, device=boxes.device)
+    return objects, rows[objects], columns[objects]
+
+
+def yolo_loss(predictions: Tensor, targets: list[dict], image_sizes: list[tuple[int, int]],
+              boxes_per_cell: int, lambda_coord: float = 5.0, lambda_noobj: float = 0.5) -> dict[str, Tensor]:
+    """The YOLOv1 sum-squared loss (module docstring), in its four named parts.
+
+    Args:
+        predictions: raw network output (Tensor[N, S, S, 5B + C]).
+        targets: one dict per image with ``boxes`` (Tensor[K, 4], x1 y1 x2 y2 pixels of the
+            network input) and ``labels`` (Tensor[K], 0..C-1); K may be 0.
+        image_sizes: ``(height, width)`` of each network input image.
+        boxes_per_cell: B.
+    """
+    num_images, grid_size = predictions.shape[0], predictions.shape[1]
+    box_preds, class_preds = split_predictions(predictions, boxes_per_cell)
+    num_classes = class_preds.shape[-1]
+    responsible = torch.zeros(box_preds.shape[:-1], dtype=torch.bool, device=predictions.device)
+    coord = predictions.new_zeros(())
+    obj = predictions.new_zeros(())
+    cls = predictions.new_zeros(())
+    for image, (target, size) in enumerate(zip(targets, image_sizes)):
+        if target["boxes"].numel() == 0:
+            continue
+        objects, rows, columns = assign_objects(target["boxes"], size, grid_size)
+        height, width = size
+        scale = target["boxes"].new_tensor([width, height, width, height])
+        truth = target["boxes"][objects] / scale                      # [K, 4], fractions of the image
+        predicted = box_preds[image, rows, columns]                   # [K, B, 5]
+        with torch.no_grad():
+            iou = elementwise_box_iou(cell_boxes(predicted[..., :4], rows[:, None], columns[:, None], grid_size),
+                                      truth[:, None, :].expand(-1, boxes_per_cell, -1))   # [K, B]
+        best = iou.argmax(dim=1)                                      # first of the B on ties
+        responsible[image, rows, columns, best] = True
+        chosen = predicted[torch.arange(len(objects)), best]          # [K, 5]
+        centre_x = (truth[:, 0] + truth[:, 2]) / 2 * grid_size - columns
+        centre_y = (truth[:, 1] + truth[:, 3]) / 2 * grid_size - rows
+        size_target = (truth[:, 2:] - truth[:, :2]).clamp(min=0).sqrt()
+        coord = coord + ((chosen[:, 0] - centre_x) ** 2 + (chosen[:, 1] - centre_y) ** 2).sum() \
+            + ((chosen[:, 2:4] - size_target) ** 2).sum()
+        obj = obj + ((chosen[:, 4] - iou[torch.arange(len(objects)), best]) ** 2).sum()
+        one_hot = torch.nn.functional.one_hot(target["labels"][objects], num_classes).to(class_preds.dtype)
+        cls = cls + ((class_preds[image, rows, columns] - one_hot) ** 2).sum()
+    noobj = (box_preds[..., 4][~responsible] ** 2).sum()
+    return {"coord": lambda_coord * coord / num_images, "obj": obj / num_images,
+            "noobj": lambda_noobj * noobj / num_images, "cls": cls / num_images}
+
+
+def decode_predictions(predictions: Tensor, image_size: tuple[int, int], boxes_per_cell: int,
+                       score_threshold: float, nms_iou: float, max_detections: int) -> Detections:
+    """One image's raw output [S, S, 5B + C] → :class:`Detections` in input-image pixels.
+
+    Every (box, class) pair scores ``P(class | object) × confidence``; pairs below
+    ``score_threshold`` are dropped, then per-class NMS at ``nms_iou`` keeps at most
+    ``max_detections`` boxes, by descending score.
+    """
+    grid_size = predictions.shape[0]
+    height, width = image_size
+    box_preds, class_preds = split_predictions(predictions, boxes_per_cell)
+    rows = torch.arange(grid_size, device=predictions.device).view(-1, 1, 1).expand(grid_size, grid_size, boxes_per_cell)
+    columns = torch.arange(grid_size, device=predictions.device).view(1, -1, 1).expand(grid_size, grid_size, boxes_per_cell)
+    boxes = cell_boxes(box_preds[..., :4], rows, columns, grid_size) * predictions.new_tensor([width, height] * 2)
+    confidence = box_preds[..., 4].clamp(0, 1)                                  # [S, S, B]
+    scores = confidence[..., None] * class_preds.clamp(0, 1)[:, :, None, :]    # [S, S, B, C]
+    num_classes = class_preds.shape[-1]
+    boxes = clip_boxes(boxes.reshape(-1, 4), image_size)
+    scores = scores.reshape(-1, num_classes)
+    box_index, labels = torch.nonzero(scores > score_threshold, as_tuple=True)
+    boxes, scores = boxes[box_index], scores[box_index, labels]
+    keep = batched_nms(boxes, scores, labels, nms_iou)[:max_detections]
+    return Detections(boxes[keep], scores[keep], labels[keep])
+
+
+class YOLOv1(Detector):
+    """Backbone → :class:`YOLOHead` → grid; trained with :func:`yolo_loss`, decoded with
+    :func:`decode_predictions`.
+
+    Args:
+        backbone: shared feature extractor. num_classes: C. config: :class:`detect.config.YOLOConfig`.
+        input_size: side of the square network input; images are stretched to it.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int, config: YOLOConfig, input_size: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = YOLOHead(backbone.out_channels, num_classes, config)
+        self.config = config
+        self.num_classes = num_classes
+        # Every image becomes input_size × input_size, so the batch needs no padding.
+        self.transform = ImageTransform(input_size, size_divisible=1, keep_aspect=False)
+
+    def losses(self, batch: ImageBatch, targets: list[dict]) -> dict[str, Tensor]:
+        predictions = self.head(self.backbone(batch.tensors))
+        return yolo_loss(predictions, targets, batch.image_sizes, self.config.boxes_per_cell,
+                         self.config.lambda_coord, self.config.lambda_noobj)
+
+    def detect(self, batch: ImageBatch) -> list[Detections]:
+        predictions = self.head(self.backbone(batch.tensors))
+        return [decode_predictions(p, size, self.config.boxes_per_cell, self.config.score_threshold,
+                                   self.config.nms_iou, self.config.detections_per_image)
+                for p, size in zip(predictions, batch.image_sizes)]
+
+
+def build_yolo(config: ModelConfig, num_classes: int) -> YOLOv1:
+    backbone = build_backbone(config.backbone.name, config.backbone.weights, config.backbone.frozen_stages)
+    return YOLOv1(backbone, num_classes, config.yolo, config.input_size)

@@ -1,0 +1,109 @@
+"""Selective search (Uijlings et al., 2013), the proposal method of R-CNN and Fast R-CNN.
+
+The algorithm: over-segment the image with the graph-based method of Felzenszwalb and
+Huttenlocher, then greedily merge the two most similar neighbouring regions (similarity = a sum
+of colour-histogram, texture-histogram, size and fill terms) until one region is left; every
+region ever formed gives a box. Diversification runs this over several colour spaces and
+segmentation scales. The "fast" mode (R-CNN's choice) uses 2 colour spaces × 2 scales; "quality"
+uses more of each. OpenCV's ``cv2.ximgproc.segmentation`` is the C++ implementation used here.
+
+Boxes come out ordered by the hierarchy (OpenCV ranks them with the paper's randomised
+"hierarchy level × random" score), so keeping the first ``max_boxes`` keeps the most promising.
+This module returns boxes in the library convention: float ``x1, y1, x2, y2`` in continuous
+pixels of the original image.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from detect.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SelectiveSearchConfig:
+    """Selective-search parameters; they are part of the cache key of stored proposals.
+
+    Attributes:
+        mode: ``fast`` (R-CNN's setting) or ``quality`` (more strategies, slower, higher recall).
+        max_boxes: keep at most this many boxes per image (R-CNN: about 2000).
+        min_size: drop boxes with a side shorter than this many pixels (of the original image).
+        scale: run on the image resized by this factor (> 1 helps small objects in small images);
+            boxes are mapped back to the original pixels.
+        base_k, sigma: the graph-based segmentation's scale and smoothing (OpenCV's defaults).
+    """
+
+    mode: Literal["fast", "quality"] = "fast"
+    max_boxes: int = 2000
+    min_size: float = 4.0
+    scale: float = 1.0
+    base_k: int = 150
+    sigma: float = 0.8
+
+    def __post_init__(self):
+        checks = [
+            (self.mode in ("fast", "quality"), f"mode must be 'fast' or 'quality', got {self.mode!r}"),
+            (self.max_boxes >= 1, f"max_boxes must be >= 1, got {self.max_boxes}"),
+            (self.min_size >= 0, f"min_size must be >= 0, got {self.min_size}"),
+            (self.scale > 0, f"scale must be > 0, got {self.scale}"),
+            (self.base_k >= 1, f"base_k must be >= 1, got {self.base_k}"),
+            (self.sigma >= 0, f"sigma must be >= 0, got {self.sigma}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"selective search: {message}")
+
+
+@functools.cache
+def _c_library() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c") or ctypes.util.find_library("msvcrt")
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def _seed_c_random(seed: int) -> None:
+    """Seed the C library's ``rand()``, which OpenCV's ranking of the boxes draws from.
+
+    Without it the same image gives the same set of boxes in a different order from run to run,
+    and a box cap would keep different boxes. (``cv2.setRNGSeed`` seeds OpenCV's own generator,
+    which this code does not use.)
+    """
+    library = _c_library()
+    if library is not None:
+        library.srand(ctypes.c_uint(seed))
+
+
+def selective_search(image: np.ndarray, config: SelectiveSearchConfig = SelectiveSearchConfig()) -> np.ndarray:
+    """Proposals for one RGB uint8 image [H, W, 3] → float32[K, 4], ``x1, y1, x2, y2`` pixels.
+
+    Tiny boxes (a side under ``config.min_size``) and exact duplicates are removed, and at most
+    ``config.max_boxes`` are kept, in the algorithm's ranking order.
+    """
+    height, width = image.shape[:2]
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if config.scale != 1.0:
+        bgr = cv2.resize(bgr, (max(1, round(width * config.scale)), max(1, round(height * config.scale))),
+                         interpolation=cv2.INTER_LINEAR)
+    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    search.setBaseImage(bgr)
+    if config.mode == "fast":
+        search.switchToSelectiveSearchFast(config.base_k, config.base_k, config.sigma)
+    else:
+        search.switchToSelectiveSearchQuality(config.base_k, config.base_k, config.sigma)
+    _seed_c_random(0)
+    rects = np.asarray(search.process(), dtype=np.float32).reshape(-1, 4)    # x, y, w, h
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1) / config.scale
+    boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    boxes = boxes[sides >= max(config.min_size, 1e-3)]
+    _, first = np.unique(boxes, axis=0, return_index=True)
+    return boxes[np.sort(first)][: config.max_boxes]

@@ -1,0 +1,94 @@
+"""Selective search (OpenCV contrib) and the on-disk proposal cache."""
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detect.boxes import box_iou
+from detect.config import ProposalConfig
+from detect.data.shape_drawing import generate_image
+from detect.data.synthetic import SyntheticConfig
+from detect.data.voc import load_voc
+from detect.errors import ConfigError
+from detect.proposals.cache import ProposalCache, attach_proposals
+from detect.proposals.selective_search import SelectiveSearchConfig, selective_search
+
+
+def test_opencv_contrib_is_installed():
+    """The fresh install must give the contrib build, not the headless one albumentations pulls in."""
+    assert hasattr(cv2, "ximgproc"), "cv2.ximgproc missing: reinstall opencv-contrib-python-headless last"
+
+
+def test_finds_clear_shapes_with_valid_unique_boxes():
+    config = SyntheticConfig(image_size=128, min_objects=2, max_objects=3, negative_fraction=0.0, min_size=0.2,
+                             max_size=0.4, truncation_margin=0.0, max_distractors=0)
+    sample = generate_image(np.random.default_rng(5), config)
+    boxes = selective_search(sample.image, SelectiveSearchConfig(max_boxes=500, min_size=4))
+    assert boxes.dtype == np.float32 and boxes.ndim == 2 and 0 < len(boxes) <= 500
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 128).all() and (boxes[:, 3] <= 128).all()
+    assert (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 4).all()
+    assert len(np.unique(boxes, axis=0)) == len(boxes)
+    best = box_iou(torch.as_tensor(sample.boxes), torch.as_tensor(boxes)).max(dim=1).values
+    assert (best > 0.7).all(), best
+
+
+def test_box_cap_keeps_the_first_boxes():
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    every = selective_search(image, SelectiveSearchConfig(max_boxes=2000, min_size=0))
+    capped = selective_search(image, SelectiveSearchConfig(max_boxes=10, min_size=0))
+    assert np.array_equal(capped, every[:10])
+
+
+def test_invalid_parameters_are_config_errors():
+    with pytest.raises(ConfigError, match="mode"):
+        SelectiveSearchConfig(mode="slow")
+    with pytest.raises(ConfigError, match="max_boxes"):
+        SelectiveSearchConfig(max_boxes=0)
+
+
+def test_cache_recomputes_only_missing_and_damaged_files(tiny_voc, tmp_path, caplog):
+    dataset = load_voc(tiny_voc, "trainval", ["circle", "square"])
+    cache = ProposalCache(tmp_path / "cache", "tiny", tiny_voc, SelectiveSearchConfig(max_boxes=50, min_size=2))
+    first = cache.ensure(dataset.annotations, workers=1, progress=False)
+    assert set(first) == {"a", "b", "c"}
+    mtimes = {i: cache.path(i).stat().st_mtime_ns for i in first}
+    cache.path("a").unlink()                                     # deleted
+    cache.path("b").write_bytes(cache.path("b").read_bytes()[:40])  # truncated
+    with caplog.at_level(logging.INFO):
+        second = cache.ensure(dataset.annotations, workers=1, progress=False)
+    assert "damaged proposal file" in caplog.text and "b.npz" in caplog.text
+    assert "on 2 of 3 images" in caplog.text
+    assert cache.path("c").stat().st_mtime_ns == mtimes["c"]     # untouched
+    for image_id in first:
+        assert np.array_equal(first[image_id], second[image_id])
+
+
+def test_changed_image_is_recomputed(tiny_voc, tmp_path, caplog):
+    dataset = load_voc(tiny_voc, "trainval", ["circle", "square"])
+    cache = ProposalCache(tmp_path / "cache", "tiny", tiny_voc, SelectiveSearchConfig(max_boxes=50, min_size=2))
+    cache.ensure(dataset.annotations, workers=1, progress=False)
+    image = tiny_voc / "JPEGImages" / "c.jpg"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10 ** 9))
+    with caplog.at_level(logging.INFO):
+        cache.ensure(dataset.annotations, workers=1, progress=False)
+    assert "image changed" in caplog.text and "on 1 of 3 images" in caplog.text
+
+
+def test_parameters_select_separate_folders(tiny_voc, tmp_path):
+    fast = ProposalCache(tmp_path, "tiny", tiny_voc, SelectiveSearchConfig(mode="fast"))
+    quality = ProposalCache(tmp_path, "tiny", tiny_voc, SelectiveSearchConfig(mode="quality"))
+    assert fast.directory != quality.directory
+
+
+def test_attach_adds_proposals_to_samples_in_two_workers(tiny_voc, tmp_path):
+    dataset = load_voc(tiny_voc, "trainval", ["circle", "square"])
+    config = ProposalConfig(selective_search=SelectiveSearchConfig(max_boxes=30, min_size=2),
+                            cache_dir=str(tmp_path / "cache"), workers=2)
+    attach_proposals(dataset, config, progress=False)
+    sample = dataset[0]
+    assert sample["proposals"].shape[1] == 4 and 0 < len(sample["proposals"]) <= 30
