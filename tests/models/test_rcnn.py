@@ -42,7 +42,7 @@ def test_hard_negative_mining_caches_evicts_and_retrains_as_specified():
     images = [points((-1, 0), (-1, 0.5), (-6, 0), (-6, 0.5)),   # all hard for the zero model
               points((-5, 0), (1, 0))]                           # (-5, 0) easy for the retrained model
     result = mine_hard_negatives(positives, images, c=10.0, positive_weight=2.0, bias_term=10.0,
-                                 hard_threshold=-1.0001, evict_threshold=-1.2, retrain_every=4)
+                                 hard_threshold=-1.0001, evict_threshold=-1.2, retrain_every=4, tol=1e-8)
     # image 0: 4 mined -> retrain -> the two at x = -6 score below -1.2 and are evicted;
     # image 1: only (1, 0) lies inside the margin -> mined; final retrain on it evicts the x = -1 pair.
     assert result.mined == 5

@@ -1,0 +1,303 @@
+"""The mAP benchmark: every detector trained and evaluated on the same data, in one table.
+
+    python tools/benchmark.py                                  # built-in shapes, all detectors
+    python tools/benchmark.py --quick                          # shortened schedules, <= 10 min on 2 cores
+    python tools/benchmark.py --data ../shared/data/raccoon --out runs/benchmark_raccoon
+    python tools/benchmark.py --data builtin --detectors faster_rcnn,yolo \\
+        --checkpoint faster_rcnn=runs/faster_rcnn_shapes/best.pt
+
+Each detector is trained with ``configs/<detector>_<dataset>.yaml`` (``<dataset>`` is ``shapes``
+for the built-in data, else the dataset folder's name; without such a file, the detector's
+raccoon recipe — MobileNetV2 ImageNet weights — is used with the data replaced) unless
+``--checkpoint name=path`` gives a trained one. ``torchvision`` is torchvision's own
+``FasterRCNN`` built from the Faster R-CNN config: same backbone, weights, input size, anchors,
+sampling and schedule. The final weights are evaluated (not the best epoch, which would be chosen
+on the test split).
+
+Columns: VOC07 11-point mAP@0.5, VOC area mAP@0.5, COCO AP and AP50 (pycocotools), training
+wall-clock (R-CNN: all its stages; Fast R-CNN and R-CNN: selective search on both splits
+included when computed by this run), inference per image (batch 1, median and 10th–90th
+percentiles over ``--images`` test images after warm-up; proposals excluded and timed
+separately), parameters, and peak resident memory during inference.
+
+Writes in ``--out``: ``results.md`` (tables), ``results.json`` (everything, with the machine,
+torch version and git revision), ``pr_<detector>.png`` (PR curves per class) and
+``speed_vs_map.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from detect.cli import add_common_arguments, run, setup_logging
+from detect.config import BUILTIN_DATASET, Config, config_to_dict, load_config
+from detect.errors import ConfigError, DetectError
+from detect.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger("benchmark")
+
+DETECTORS = ("rcnn", "fast_rcnn", "faster_rcnn", "yolo", "torchvision")
+TITLES = {"rcnn": "R-CNN", "fast_rcnn": "Fast R-CNN", "faster_rcnn": "Faster R-CNN", "yolo": "YOLOv1",
+          "torchvision": "torchvision FasterRCNN"}
+#: --quick: a smaller built-in dataset and shortened schedules, labelled as such in the results.
+QUICK_DATA = ["data.builtin_root=data/shapes_quick", "data.builtin.num_trainval=400", "data.builtin.num_test=100"]
+QUICK_SCHEDULES = {"rcnn": ["train.epochs=1"], "fast_rcnn": ["train.epochs=2"], "faster_rcnn": ["train.epochs=2"],
+                   "yolo": ["train.epochs=3"], "torchvision": ["train.epochs=2"]}
+
+
+def dataset_key(data: str) -> str:
+    return "shapes" if data == BUILTIN_DATASET else Path(data).name if Path(data).is_dir() else Path(data).stem
+
+
+def detector_config(name: str, data: str, args: argparse.Namespace, configs_dir: Path) -> tuple[Config, str]:
+    """The config used for ``name`` on ``data`` and a note on where it came from."""
+    family = "faster_rcnn" if name == "torchvision" else name
+    path = configs_dir / f"{family}_{dataset_key(data)}.yaml"
+    overrides: list[str] = []
+    note = path.name
+    if not path.exists():
+        path = configs_dir / f"{family}_raccoon.yaml"
+        overrides += [f"data.dataset={data}", "data.class_names=null"]
+        note = f"{path.name} with data.dataset={data}"
+    if not path.exists():
+        raise ConfigError(f"no config for {name}; expected {path}")
+    if name == "torchvision":
+        overrides.append("model.name=torchvision_faster_rcnn")
+    if args.backbone:
+        overrides.append(f"model.backbone.name={args.backbone}")
+    if args.weights:
+        overrides.append(f"model.backbone.weights={args.weights}")
+    if args.quick:
+        overrides += QUICK_SCHEDULES[name] + (QUICK_DATA if data == BUILTIN_DATASET else [])
+        note += " (quick: " + ", ".join(QUICK_SCHEDULES[name]) + ")"
+    overrides += [f"train.output_dir={args.out / name}", "train.eval_every=0"]
+    overrides += [f"model.rcnn.feature_cache_dir={args.out / 'cache' / 'features'}"] if name == "rcnn" else []
+    return load_config(path, overrides + list(args.overrides)), note
+
+
+class PeakMemory:
+    """Peak resident set size (bytes) of this process while the context is open (Linux /proc;
+    elsewhere the process's lifetime peak from ``resource``)."""
+
+    def __enter__(self) -> "PeakMemory":
+        self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if torch.cuda.is_available():
+            self.peak = max(self.peak, torch.cuda.max_memory_allocated())
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            import resource
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: argparse.Namespace) -> dict:
+    """Train (or load) one detector, evaluate it on the test split and time it."""
+    from detect.benchmarking import time_inference, time_proposals
+    from detect.data.build import load_split
+    from detect.data.transforms import TestTransforms
+    from detect.engine.checkpoint import load_detector
+    from detect.engine.evaluate import predict_dataset
+    from detect.engine.rcnn import train_rcnn
+    from detect.engine.runtime import select_device
+    from detect.engine.trainer import Trainer
+    from detect.evaluation.coco import evaluate_coco
+    from detect.evaluation.plots import plot_precision_recall
+    from detect.evaluation.voc import evaluate_voc
+    from detect.proposals.cache import attach_proposals
+
+    device = select_device(config.train.device)
+    progress = not args.quiet
+    train_seconds = None
+    if checkpoint is not None:
+        model, stored = load_detector(checkpoint, device)
+        class_names = stored["class_names"]
+    elif config.model.name == "rcnn":
+        summary = train_rcnn(config, progress=progress)
+        train_seconds = summary["train_seconds"]
+        model, stored = load_detector(summary["best"], device)
+        class_names = stored["class_names"]
+    else:
+        started = time.perf_counter()
+        trainer = Trainer(config, progress=progress, tensorboard=False)
+        trainer.fit(final_evaluation=False)
+        train_seconds = time.perf_counter() - started
+        model, class_names = trainer.model.eval(), trainer.class_names
+    test_set = load_split(config.data, config.data.test_split, TestTransforms(), class_names=class_names)
+    if model.uses_proposals:
+        attach_proposals(test_set, config.model.proposals, progress)
+    detections = predict_dataset(model, test_set, device, progress=progress, desc=f"evaluate {name}")
+    ground_truth = test_set.ground_truth()
+    voc07 = evaluate_voc(ground_truth, detections, class_names, metric="voc07")
+    area = evaluate_voc(ground_truth, detections, class_names, metric="voc")
+    coco = evaluate_coco(ground_truth, detections, class_names)
+    plot_precision_recall(voc07, args.out / f"pr_{name}.png", title=f"{TITLES[name]} — VOC07 mAP {voc07.map:.4f}")
+    with PeakMemory() as memory:
+        timing = time_inference(model, test_set, images=args.images, warmup=args.warmup, device=device)
+    row = {"detector": name, "title": TITLES[name], "voc07_map": voc07.map, "voc_area_map": area.map,
+           "coco_ap": coco["AP"], "coco_ap50": coco["AP50"], "ap": voc07.as_dict()["ap"],
+           "train_seconds": train_seconds, "inference_ms": timing.median, "inference_p10_ms": timing.p10,
+           "inference_p90_ms": timing.p90, "timed_images": timing.count,
+           "parameters": sum(p.numel() for p in model.parameters()), "peak_memory_mb": memory.peak / 2 ** 20,
+           "checkpoint": checkpoint, "backbone": config.model.backbone.name, "input_size": config.model.input_size}
+    if model.uses_proposals:
+        proposals = time_proposals(test_set, config.model.proposals.selective_search, args.images)
+        row.update(proposals_ms=proposals.median, proposals_p10_ms=proposals.p10, proposals_p90_ms=proposals.p90)
+    return row
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        revision += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        revision = "unknown"
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version(), "git": revision}
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    rows, info = results["rows"], results["machine"]
+    lines = [f"# Benchmark: {results['dataset']}" + (" (--quick: shortened schedules)" if results["quick"] else ""),
+             "", f"Command: `{results['command']}`  ",
+             f"Machine: {info['cpu']}, {info['cpu_count']} CPUs, {info['torch_threads']} torch threads, "
+             f"GPU {info['gpu'] or 'none'}; torch {info['torch']}; git {info['git']}", "",
+             "| detector | VOC07 mAP@0.5 | VOC area mAP | COCO AP | COCO AP50 | training | inference ms/img "
+             "(p10–p90) | proposals ms/img | parameters | peak memory |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        training = "loaded" if row["train_seconds"] is None else f"{row['train_seconds'] / 60:.1f} min"
+        proposals = (f"{row['proposals_ms']:.0f} ({row['proposals_p10_ms']:.0f}–{row['proposals_p90_ms']:.0f})"
+                     if "proposals_ms" in row else "—")
+        lines.append(f"| {row['title']} | {_fmt(row['voc07_map'])} | {_fmt(row['voc_area_map'])} | "
+                     f"{_fmt(row['coco_ap'])} | {_fmt(row['coco_ap50'])} | {training} | "
+                     f"{row['inference_ms']:.1f} ({row['inference_p10_ms']:.1f}–{row['inference_p90_ms']:.1f}) | "
+                     f"{proposals} | {row['parameters'] / 1e6:.2f} M | {row['peak_memory_mb']:.0f} MB |")
+    classes = list(rows[0]["ap"]) if rows else []
+    lines += ["", "Per-class AP (VOC07, IoU > 0.5):", "",
+              "| class | " + " | ".join(r["title"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    for name in classes:
+        lines.append(f"| {name} | " + " | ".join(_fmt(r["ap"].get(name)) for r in rows) + " |")
+    lines += ["", "Configs: " + "; ".join(f"{r['title']}: {r['config_note']}" for r in rows), ""]
+    return "\n".join(lines)
+
+
+def scatter(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from detect.io import atomic_save
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for row in rows:
+        axes.scatter(row["inference_ms"], row["voc07_map"], s=40)
+        axes.annotate(row["title"], (row["inference_ms"], row["voc07_map"]), textcoords="offset points",
+                      xytext=(5, 5), fontsize=9)
+    axes.set_xscale("log")
+    axes.set_xlabel("inference ms per image (median, proposals excluded; log scale)")
+    axes.set_ylabel("VOC07 mAP@0.5")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    atomic_save(path, lambda handle: figure.savefig(handle, format="png", dpi=120))
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=BUILTIN_DATASET, help="'builtin', a VOC folder or a COCO JSON")
+    parser.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated subset of %(default)s")
+    parser.add_argument("--backbone", help="override every detector's backbone")
+    parser.add_argument("--weights", help="override every detector's backbone weights")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                        help="use this trained checkpoint for detector NAME instead of training it")
+    parser.add_argument("--quick", action="store_true", help="small built-in dataset and shortened schedules")
+    parser.add_argument("--images", type=int, default=20, help="test images timed (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--configs", type=Path, default=Path("configs"))
+    parser.add_argument("--out", type=Path, help="results folder (default runs/benchmark_<dataset>[_quick])")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to every detector's config")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.debug, args.quiet)
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise ConfigError(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(DETECTORS)}")
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or name not in DETECTORS:
+            raise ConfigError(f"--checkpoint {item!r}: expected NAME=PATH with NAME one of {', '.join(DETECTORS)}")
+        checkpoints[name] = path
+    key = dataset_key(args.data)
+    args.out = args.out or Path("runs") / f"benchmark_{key}{'_quick' if args.quick else ''}"
+    started = time.perf_counter()
+    results = {"dataset": key, "data": args.data, "quick": args.quick, "command": " ".join(["python", "tools/benchmark.py",
+               *(argv if argv is not None else sys.argv[1:])]), "machine": machine(), "rows": []}
+    for name in names:
+        config, note = detector_config(name, args.data, args, args.configs)
+        logger.info("=== %s (%s)", TITLES[name], note)
+        row = benchmark_detector(name, config, checkpoints.get(name), args)
+        row["config_note"] = note
+        row["config"] = config_to_dict(config)
+        results["rows"].append(row)
+        logger.info("%s: VOC07 mAP %.4f, %.1f ms/image", TITLES[name], row["voc07_map"], row["inference_ms"])
+        # Written after every detector, so a long run that stops keeps the rows already measured.
+        atomic_write_json(args.out / "results.json", results)
+        atomic_write_text(args.out / "results.md", markdown(results))
+    results["total_seconds"] = time.perf_counter() - started
+    atomic_write_json(args.out / "results.json", results)
+    atomic_write_text(args.out / "results.md", markdown(results))
+    scatter(results["rows"], args.out / "speed_vs_map.png", f"{key}: speed against accuracy")
+    print(markdown(results))
+    print(f"total wall-clock {results['total_seconds'] / 60:.1f} min; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
