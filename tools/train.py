@@ -36,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
 
+    if args.resume is not None and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume key=value ...`: argparse took the first override for the optional checkpoint path.
+        args.overrides.insert(0, args.resume)
+        args.resume = "last"
     overrides = list(args.overrides) + ([f"data.on_invalid={args.on_invalid}"] if args.on_invalid else [])
     config = load_config(args.config, overrides)
     logger.info("effective config (%s):\n%s", args.config, dump_config(config))

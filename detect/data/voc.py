@@ -14,6 +14,7 @@ with this mapping the continuous IoU equals the VOC devkit's "+1" IoU exactly.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -61,9 +62,12 @@ def _text(element: ET.Element, tag: str, source: Path, where: str) -> str:
 def _number(element: ET.Element, tag: str, source: Path, where: str) -> float:
     text = _text(element, tag, source, where)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DataError(f"{where} <{tag}> is {text!r}, not a number; fix it", source) from None
+    if not math.isfinite(value):
+        raise DataError(f"{where} <{tag}> is {text!r}, not a finite number; fix it", source)
+    return value
 
 
 def parse_voc_xml(path: str | os.PathLike) -> tuple[str | None, tuple[int, int] | None, list[RawObject]]:

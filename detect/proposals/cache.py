@@ -124,6 +124,10 @@ class ProposalCache:
             atomic_write_json(self.directory / "params.json", self.params)
         boxes = {a.image_id: self.read(a) for a in annotations}
         missing = [a for a in annotations if boxes[a.image_id] is None]
+        absent = [a for a in missing if not self.path(a.image_id).exists()]
+        if 0 < len(absent) <= 20 and len(absent) < len(annotations):  # a few files gone from a filled cache
+            for annotation in absent:
+                logger.warning("%s: proposal file missing; computing this image", self.path(annotation.image_id))
         if missing:
             logger.info("selective search (%s mode) on %d of %d images into %s", self.config.mode,
                         len(missing), len(annotations), self.directory)

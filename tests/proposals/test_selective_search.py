@@ -62,6 +62,7 @@ def test_cache_recomputes_only_missing_and_damaged_files(tiny_voc, tmp_path, cap
     with caplog.at_level(logging.INFO):
         second = cache.ensure(dataset.annotations, workers=1, progress=False)
     assert "damaged proposal file" in caplog.text and "b.npz" in caplog.text
+    assert "a.npz: proposal file missing" in caplog.text
     assert "on 2 of 3 images" in caplog.text
     assert cache.path("c").stat().st_mtime_ns == mtimes["c"]     # untouched
     for image_id in first:
