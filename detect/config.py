@@ -168,6 +168,8 @@ class RCNNConfig:
         score_threshold: minimum σ(SVM score) kept at test time (0.5 is the SVM's decision boundary).
         nms_iou: per-class NMS threshold at test time.
         detections_per_image: cap on the detections kept per image.
+        max_proposals: use at most this many proposals per image, in selective search's ranking
+            order (every warped crop is a backbone pass: the cost of R-CNN grows with this).
         crops_per_batch: warped crops per backbone call when extracting features (memory bound).
         feature_cache_dir: where stage 2 stores the features of every training proposal.
     """
@@ -191,6 +193,7 @@ class RCNNConfig:
     score_threshold: float = _ranged(0.05, 0, 1)
     nms_iou: float = _ranged(0.3, 0, 1)
     detections_per_image: int = _ranged(100, 1)
+    max_proposals: int = _ranged(2000, 1)
     crops_per_batch: int = _ranged(256, 1)
     feature_cache_dir: str = "cache/features"
 

@@ -69,6 +69,7 @@ class FeatureCache:
     def __init__(self, root: str | Path, model: RCNN, config: Config):
         params = {"weights": weights_digest(model), "proposals": asdict(config.model.proposals.selective_search),
                   "crop_size": config.model.rcnn.crop_size, "context_pad": config.model.rcnn.context_pad,
+                  "max_proposals": config.model.rcnn.max_proposals,
                   "input_size": config.model.input_size, "dataset": config.data.dataset,
                   "split": config.data.train_split}
         key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
@@ -112,7 +113,7 @@ class FeatureCache:
         started = time.perf_counter()
         for images, targets in tqdm(loader, desc="stage 2: features", unit="img", disable=not progress):
             target = targets[0]
-            boxes = torch.cat([target["boxes"], target["proposals"]])
+            boxes = torch.cat([target["boxes"], target["proposals"][: model.config.max_proposals]])
             batch, _ = model.transform([images[0].to(device)])
             regions = model.transform.resize_boxes([boxes], batch)
             features = model.region_features(batch.tensors, regions).cpu().numpy().astype(np.float16)

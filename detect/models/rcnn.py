@@ -124,7 +124,7 @@ class RCNN(Detector):
             if "proposals" not in target:
                 raise ValueError("R-CNN trains on region proposals: every target needs 'proposals'")
             gt_boxes = target["boxes"]
-            candidates = torch.cat([target["proposals"], gt_boxes])
+            candidates = torch.cat([target["proposals"][: self.config.max_proposals], gt_boxes])
             matches = self.matcher(box_iou(gt_boxes, candidates))
             positive, negative = self.sampler(matches)
             regions.append(candidates[torch.cat([positive, negative])])
@@ -165,6 +165,7 @@ class RCNN(Detector):
 
     def detect(self, batch: ImageBatch, proposals: list[Tensor]) -> list[Detections]:
         config = self.config
+        proposals = [p[: config.max_proposals] for p in proposals]
         features = self.region_features(batch.tensors, proposals)
         if bool(self.svm_trained):
             scores = torch.sigmoid(self.svm_scores(features))
