@@ -28,7 +28,6 @@ torch version and git revision), ``pr_<detector>.png`` (PR curves per class) and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import os
@@ -44,7 +43,7 @@ import torch
 
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import BUILTIN_DATASET, Config, config_to_dict, load_config
-from detect.errors import ConfigError, DetectError
+from detect.errors import ConfigError
 from detect.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("benchmark")

@@ -44,7 +44,7 @@ from detect.errors import DetectError
 from detect.io import atomic_write_bytes, atomic_write_json
 from detect.models.rcnn import RCNN
 from detect.models.rcnn_svm import fit_ridge, mine_hard_negatives
-from detect.proposals.cache import _file_name, attach_proposals
+from detect.proposals.cache import cache_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class FeatureCache:
         self.params = params
 
     def path(self, image_id: str) -> Path:
-        return self.directory / _file_name(image_id)
+        return self.directory / cache_file_name(image_id)
 
     def read(self, image_id: str) -> dict[str, np.ndarray] | None:
         """The stored arrays, or None if absent or unreadable (logged)."""

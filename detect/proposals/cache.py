@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def _file_name(image_id: str) -> str:
+def cache_file_name(image_id: str) -> str:
     """A file name for ``image_id`` that is safe on every file system and unique per id."""
     safe = _UNSAFE.sub("_", image_id)
     if safe != image_id:  # two ids that differ only in unsafe characters must not collide
@@ -91,7 +91,7 @@ class ProposalCache:
         self.params = params
 
     def path(self, image_id: str) -> Path:
-        return self.directory / _file_name(image_id)
+        return self.directory / cache_file_name(image_id)
 
     def read(self, annotation: Annotation) -> np.ndarray | None:
         """The cached boxes (float32[K, 4], original pixels) of one image, or None when they must
