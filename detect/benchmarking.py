@@ -40,14 +40,13 @@ def time_inference(model: nn.Module, dataset: DetectionDataset, images: int = 30
     model.eval()
     count = min(images + warmup, len(dataset))
     samples = [dataset[i] for i in range(count)]
-    uses_proposals = getattr(model, "uses_proposals", False)
     milliseconds = []
     for index, sample in enumerate(samples):
         image = sample["image"].to(device)
         if device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         started = time.perf_counter()
-        if uses_proposals:
+        if "proposals" in sample:
             model.predict([image], [sample["proposals"].to(device)])
         else:
             model.predict([image])

@@ -26,7 +26,7 @@ def predict_dataset(model: nn.Module, dataset: DetectionDataset, device: torch.d
     results = {}
     for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
         images = [image.to(device, non_blocking=True) for image in images]
-        if getattr(model, "uses_proposals", False):
+        if "proposals" in targets[0]:  # the dataset carries cached proposals (R-CNN, Fast R-CNN)
             detections = model.predict(images, [target["proposals"].to(device) for target in targets])
         else:
             detections = model.predict(images)

@@ -132,16 +132,27 @@ def train_svms_and_regressors(model: RCNN, dataset: DetectionDataset, cache: Fea
     """Fit the SVMs (stage 3) and box regressors (stage 4) on the cached features; store them in
     ``model``'s buffers. Returns a summary per class."""
     config = model.config
-    records = []
+    coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+    records = []   # per image, computed once for all classes
+    norm_sum, count = 0.0, 0
     for annotation in dataset.annotations:
         stored = cache.read(annotation.image_id)
         if stored is None:
             raise DetectError("features missing after stage 2; rerun the same command", cache.path(annotation.image_id))
-        records.append((annotation, stored["features"], stored["boxes"]))
-    all_features = np.concatenate([f for _, f, _ in records]).astype(np.float32)
-    scale = config.feature_norm / max(float(np.linalg.norm(all_features, axis=1).mean()), 1e-12)
-    del all_features
-    coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        features, boxes = stored["features"], stored["boxes"]
+        norm_sum += float(np.linalg.norm(features.astype(np.float32), axis=1).sum())
+        count += len(features)
+        num_gt = len(annotation.boxes)
+        proposals, truth = torch.from_numpy(boxes[num_gt:]), torch.from_numpy(annotation.boxes)
+        overlap = box_iou(proposals, truth).numpy()                       # [K, G]
+        if num_gt and len(proposals):
+            match, best = overlap.argmax(axis=1), overlap.max(axis=1)
+            deltas = coder.encode(proposals, truth[torch.from_numpy(match)]).numpy()
+        else:
+            match, best = np.zeros(len(proposals), np.int64), np.zeros(len(proposals), np.float32)
+            deltas = np.zeros((len(proposals), 4), np.float32)
+        records.append((annotation, features, overlap, match, best, deltas))
+    scale = config.feature_norm / max(norm_sum / max(count, 1), 1e-12)
     summary = {}
     dim = config.feature_dim
     svm_weight, svm_bias = np.zeros((model.num_classes, dim)), np.zeros(model.num_classes)
@@ -149,25 +160,17 @@ def train_svms_and_regressors(model: RCNN, dataset: DetectionDataset, cache: Fea
     reg_mean, reg_std = np.zeros((model.num_classes, 4)), np.ones((model.num_classes, 4))
     for label, name in enumerate(dataset.class_names):
         positives, negatives, reg_x, reg_y = [], [], [], []
-        for annotation, features, boxes in records:
+        for annotation, features, overlap, match, best, deltas in records:
             num_gt = len(annotation.boxes)
-            features = features.astype(np.float32) * scale
-            mine = (annotation.labels == label)
-            positives.append(features[:num_gt][mine & ~annotation.difficult])
-            proposals = torch.from_numpy(boxes[num_gt:])
+            mine = annotation.labels == label
+            positives.append(features[:num_gt][mine & ~annotation.difficult].astype(np.float32) * scale)
+            best_of_class = overlap[:, mine].max(axis=1) if mine.any() else np.zeros(len(overlap))
+            negatives.append(features[num_gt:][best_of_class < config.svm_negative_iou].astype(np.float32) * scale)
             if mine.any():
-                iou = box_iou(proposals, torch.from_numpy(annotation.boxes[mine])).max(dim=1)
-                best_iou = iou.values.numpy()
-            else:
-                best_iou = np.zeros(len(proposals))
-            negatives.append(features[num_gt:][best_iou < config.svm_negative_iou])
-            if num_gt:
-                overlap = box_iou(proposals, torch.from_numpy(annotation.boxes))
-                best, match = overlap.max(dim=1) if len(proposals) else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
-                chosen = ((best > config.regression_iou) & torch.from_numpy(annotation.labels[match.numpy()] == label)).numpy()
+                chosen = (best > config.regression_iou) & (annotation.labels[match] == label)
                 if chosen.any():
-                    reg_x.append(features[num_gt:][chosen])
-                    reg_y.append(coder.encode(proposals[chosen], torch.from_numpy(annotation.boxes[match.numpy()[chosen]])).numpy())
+                    reg_x.append(features[num_gt:][chosen].astype(np.float32) * scale)
+                    reg_y.append(deltas[chosen])
         positives = np.concatenate(positives)
         if len(positives) == 0:
             logger.warning("class %r has no training example: its SVM stays at zero", name)

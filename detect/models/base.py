@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detect.proposals.selective_search import SelectiveSearchConfig, compute_proposals
+
 
 class Detections(NamedTuple):
     """Detections of one image.
@@ -134,9 +136,12 @@ class Detector(nn.Module):
 
     num_classes: int
     transform: ImageTransform
-    #: True for detectors whose ``predict(images, proposals)`` takes precomputed region proposals
-    #: (R-CNN, Fast R-CNN); the engine then gives datasets their cached proposals.
+    #: True for detectors that classify external region proposals (R-CNN, Fast R-CNN): their
+    #: ``detect(batch, proposals)`` takes them, ``predict(images, proposals)`` accepts cached ones
+    #: (else runs selective search with ``proposal_config``), and the engine gives datasets their
+    #: cached proposals.
     uses_proposals: bool = False
+    proposal_config: SelectiveSearchConfig | None = None
 
     def forward(self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict]) -> dict[str, Tensor]:
         """Training step: named scalar losses for ``images`` and their ``targets``."""
@@ -146,20 +151,33 @@ class Detector(nn.Module):
         return self.losses(batch, targets)
 
     @torch.no_grad()
-    def predict(self, images: Sequence[Tensor] | Tensor) -> list[Detections]:
-        """Detect objects; boxes are in each input image's pixel coordinates."""
+    def predict(self, images: Sequence[Tensor] | Tensor,
+                proposals: Sequence[Tensor] | None = None) -> list[Detections]:
+        """Detect objects; boxes are in each input image's pixel coordinates.
+
+        ``proposals`` (one Tensor[K_i, 4] per image, original pixels) are for detectors that
+        use them (:attr:`uses_proposals`); without them such detectors run selective search now.
+        """
         if self.training:
             raise RuntimeError("call model.eval() before predict(): training mode would update "
                                "BatchNorm statistics and use training-time proposal settings")
+        if proposals is not None and not self.uses_proposals:
+            raise ValueError(f"{type(self).__name__} makes its own proposals; call predict(images)")
         if len(images) == 0:
             return []
         batch, _ = self.transform(images)
-        return self.transform.postprocess(self.detect(batch), batch)
+        if not self.uses_proposals:
+            return self.transform.postprocess(self.detect(batch), batch)
+        if proposals is None:
+            proposals = compute_proposals(images, self.proposal_config)
+        if len(proposals) != len(images):
+            raise ValueError(f"got {len(proposals)} proposal sets for {len(images)} images")
+        return self.transform.postprocess(self.detect(batch, self.transform.resize_boxes(proposals, batch)), batch)
 
     def losses(self, batch: ImageBatch, targets: list[dict]) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def detect(self, batch: ImageBatch) -> list[Detections]:
+    def detect(self, batch: ImageBatch, *proposals: list[Tensor]) -> list[Detections]:
         raise NotImplementedError
 
 

@@ -17,28 +17,13 @@ time per image.
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
-import torch
 from torch import Tensor
 
 from detect.backbones import Backbone, build_backbone
 from detect.config import ModelConfig
 from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
 from detect.models.roi_head import RoIHead
-from detect.proposals.selective_search import SelectiveSearchConfig, selective_search
-
-
-def image_tensor_to_uint8(image: Tensor) -> np.ndarray:
-    """A float RGB tensor [3, H, W] in [0, 1] → uint8 RGB array [H, W, 3] (for selective search)."""
-    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def compute_proposals(images: Sequence[Tensor], config: SelectiveSearchConfig) -> list[Tensor]:
-    """Selective-search boxes (Tensor[K_i, 4], each image's pixels) for images given as tensors."""
-    return [torch.from_numpy(selective_search(image_tensor_to_uint8(image), config)).to(image.device)
-            for image in images]
+from detect.proposals.selective_search import SelectiveSearchConfig
 
 
 class FastRCNN(Detector):
@@ -49,8 +34,7 @@ class FastRCNN(Detector):
         transform: resizing/batching. proposal_config: selective search for images given without proposals.
     """
 
-    #: The engine passes each sample's cached ``proposals`` to ``predict``.
-    uses_proposals = True
+    uses_proposals = True  # predict() takes cached proposals or runs selective search (Detector)
 
     def __init__(self, backbone: Backbone, roi_head: RoIHead, transform: ImageTransform,
                  proposal_config: SelectiveSearchConfig):
@@ -68,22 +52,6 @@ class FastRCNN(Detector):
         features = self.backbone(batch.tensors)
         _, losses = self.roi_head(features, [t["proposals"] for t in targets], batch.image_sizes, targets)
         return losses
-
-    @torch.no_grad()
-    def predict(self, images: Sequence[Tensor] | Tensor, proposals: Sequence[Tensor] | None = None) -> list[Detections]:
-        """Detections per image; ``proposals`` (Tensor[K_i, 4], original pixels) default to
-        selective search run now."""
-        if self.training:
-            raise RuntimeError("call model.eval() before predict(): training mode would update "
-                               "BatchNorm statistics")
-        if len(images) == 0:
-            return []
-        if proposals is None:
-            proposals = compute_proposals(images, self.proposal_config)
-        if len(proposals) != len(images):
-            raise ValueError(f"got {len(proposals)} proposal sets for {len(images)} images")
-        batch, _ = self.transform(images)
-        return self.transform.postprocess(self.detect(batch, self.transform.resize_boxes(proposals, batch)), batch)
 
     def detect(self, batch: ImageBatch, proposals: list[Tensor]) -> list[Detections]:
         features = self.backbone(batch.tensors)

@@ -26,7 +26,6 @@ softmax classifier scores the regions instead (the paper's "fine-tuned softmax" 
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +36,6 @@ from detect.backbones import Backbone, build_backbone
 from detect.boxes import BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes, remove_small_boxes
 from detect.config import ModelConfig, RCNNConfig
 from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
-from detect.models.fast_rcnn import compute_proposals
 from detect.proposals.selective_search import SelectiveSearchConfig
 
 
@@ -61,7 +59,7 @@ class RCNN(Detector):
             without proposals.
     """
 
-    uses_proposals = True
+    uses_proposals = True  # predict() takes cached proposals or runs selective search (Detector)
 
     def __init__(self, backbone: Backbone, num_classes: int, config: RCNNConfig, transform: ImageTransform,
                  proposal_config: SelectiveSearchConfig):
@@ -146,22 +144,6 @@ class RCNN(Detector):
         whitened = torch.einsum("kd,kdj->kj", inputs, self.regressor_weight[labels])
         deltas = whitened * self.target_std[labels] + self.target_mean[labels]
         return self.coder.decode(deltas, boxes)
-
-    @torch.no_grad()
-    def predict(self, images: Sequence[Tensor] | Tensor, proposals: Sequence[Tensor] | None = None) -> list[Detections]:
-        """Detections per image; ``proposals`` (Tensor[K_i, 4], original pixels) default to
-        selective search run now."""
-        if self.training:
-            raise RuntimeError("call model.eval() before predict(): training mode would update "
-                               "BatchNorm statistics")
-        if len(images) == 0:
-            return []
-        if proposals is None:
-            proposals = compute_proposals(images, self.proposal_config)
-        if len(proposals) != len(images):
-            raise ValueError(f"got {len(proposals)} proposal sets for {len(images)} images")
-        batch, _ = self.transform(images)
-        return self.transform.postprocess(self.detect(batch, self.transform.resize_boxes(proposals, batch)), batch)
 
     def detect(self, batch: ImageBatch, proposals: list[Tensor]) -> list[Detections]:
         config = self.config

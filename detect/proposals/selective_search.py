@@ -19,10 +19,11 @@ import ctypes
 import ctypes.util
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from detect.errors import ConfigError
 
@@ -107,3 +108,15 @@ def selective_search(image: np.ndarray, config: SelectiveSearchConfig = Selectiv
     boxes = boxes[sides >= max(config.min_size, 1e-3)]
     _, first = np.unique(boxes, axis=0, return_index=True)
     return boxes[np.sort(first)][: config.max_boxes]
+
+
+def image_tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
+    """A float RGB tensor [3, H, W] in [0, 1] → uint8 RGB array [H, W, 3] (for selective search)."""
+    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def compute_proposals(images: Sequence[torch.Tensor], config: SelectiveSearchConfig) -> list[torch.Tensor]:
+    """Selective-search boxes (Tensor[K_i, 4], each image's pixels) for images given as float
+    RGB tensors [3, H, W] in [0, 1]."""
+    return [torch.from_numpy(selective_search(image_tensor_to_uint8(image), config)).to(image.device)
+            for image in images]

@@ -5,9 +5,8 @@ import torch
 from detect.boxes import box_iou
 from detect.config import RoIHeadConfig, load_config
 from detect.models import build_detector
-from detect.models.fast_rcnn import compute_proposals
 from detect.models.roi_head import RoIHead
-from detect.proposals.selective_search import SelectiveSearchConfig
+from detect.proposals.selective_search import SelectiveSearchConfig, compute_proposals
 
 from tests.models.contract import assert_valid_detector
 from tests.models.helpers import negative_target, overfit, tiny_batch

@@ -96,7 +96,7 @@ def test_contract_fine_tuning_loss_and_negatives():
     images, targets = tiny_batch(2)
     images.append(torch.rand(3, 96, 120))
     targets.append(negative_target())
-    from detect.models.fast_rcnn import compute_proposals
+    from detect.proposals.selective_search import compute_proposals
     proposals = compute_proposals(images, model.proposal_config)
     targets = [dict(t, proposals=p) for t, p in zip(targets, proposals)]
     assert_valid_detector(model, images, targets, NUM_CLASSES)
