@@ -8,6 +8,7 @@ batch to run), ``iteration``, ``rng`` (every generator's state), ``config`` (as 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -20,7 +21,7 @@ from torch import nn
 
 from detect.config import Config, config_from_dict, config_to_dict
 from detect.errors import CheckpointError, ConfigError
-from detect.io import atomic_save
+from detect.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,11 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, config: Config
     """
     payload = {"format": FORMAT, "version": VERSION, "model": model.state_dict(),
                "config": config_to_dict(config), "class_names": list(class_names), **state}
-    atomic_save(path, lambda handle: torch.save(payload, handle))
+    # Serialised in memory first: torch's zip writer turns a failing write (disk full) into a
+    # RuntimeError without the cause, while a plain file write raises the OSError we report.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -41,7 +41,7 @@ from detect.engine.checkpoint import load_checkpoint, save_checkpoint
 from detect.engine.evaluate import evaluate_detector
 from detect.engine.trainer import Trainer
 from detect.errors import DetectError
-from detect.io import atomic_write_bytes, atomic_write_json
+from detect.io import atomic_write_bytes, atomic_write_json, make_output_dir
 from detect.models.rcnn import RCNN
 from detect.models.rcnn_svm import fit_ridge, mine_hard_negatives
 from detect.proposals.cache import cache_file_name
@@ -98,7 +98,7 @@ class FeatureCache:
     def ensure(self, model: RCNN, dataset: DetectionDataset, device: torch.device, num_workers: int = 0,
                progress: bool = True) -> None:
         """Extract and store the features of every image of ``dataset`` that has none yet."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.directory)
         atomic_write_json(self.directory / "params.json", self.params)
         missing = [i for i, a in enumerate(dataset.annotations) if self.read(a.image_id) is None]
         done = len(dataset) - len(missing)

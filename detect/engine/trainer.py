@@ -40,7 +40,7 @@ from detect.engine.history import TrainingLog
 from detect.engine.runtime import rng_state, seed_everything, select_device, set_rng_state
 from detect.engine.schedule import lr_factor
 from detect.errors import CheckpointError, DetectError
-from detect.io import atomic_write_json, atomic_write_text
+from detect.io import atomic_write_json, atomic_write_text, make_output_dir
 from detect.models import build_detector
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class Trainer:
             raise DetectError(f"training split {self.train_set.name!r} has no images")
         if resume is not None:
             self.resume(resume)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.output_dir)
         atomic_write_text(self.output_dir / "config.yaml", dump_config(self.config))
         history = TrainingLog(self.output_dir, resume_iteration=self.iteration if resume else None,
                               tensorboard=self.tensorboard)

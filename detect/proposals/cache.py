@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from detect.data.dataset import Annotation, DetectionDataset
 from detect.data.images import read_image
-from detect.io import atomic_write_bytes, atomic_write_json
+from detect.io import atomic_write_bytes, atomic_write_json, make_output_dir
 from detect.proposals.selective_search import SelectiveSearchConfig, selective_search
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class ProposalCache:
             ``{image_id: float32[K, 4]}`` in original image pixels.
         """
         annotations = list(annotations)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.directory)
         if not (self.directory / "params.json").exists():
             atomic_write_json(self.directory / "params.json", self.params)
         boxes = {a.image_id: self.read(a) for a in annotations}

@@ -174,3 +174,13 @@ def test_real_process_exit_code_and_debug_traceback(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(config), "--debug"],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_infer_into_unwritable_output_is_one_line(tiny_voc, tiny_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    code, _, err = run_tool("infer", [str(tiny_voc / "JPEGImages"), "--checkpoint", str(tiny_checkpoint),
+                                      "--out", str(blocker / "out")], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "cannot create the output directory" in line and str(blocker / "out") in line
+    assert blocker.read_text() == "keep me"
