@@ -4,6 +4,7 @@
     python tools/train.py --config configs/<name>.yaml [key.sub=value ...]
     python tools/train.py --config ... --resume             # continue from <output_dir>/last.pt
     python tools/train.py --config ... --weights other.pt   # fine-tune (other classes are fine)
+    torchrun --nproc_per_node 2 tools/train.py --config ... # several processes (DDP; see README)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from detect import distributed
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import DEFAULT_CONFIG_PATH, dump_config, load_config
 from detect.errors import ConfigError
@@ -42,7 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.resume = "last"
     overrides = list(args.overrides) + ([f"data.on_invalid={args.on_invalid}"] if args.on_invalid else [])
     config = load_config(args.config, overrides)
+    ctx = distributed.init_from_environment(config.train.device)
+    if not ctx.is_main:  # one voice: rank 0 logs and shows progress
+        setup_logging(args.debug, quiet=True)
+        args.quiet = True
     logger.info("effective config (%s):\n%s", args.config, dump_config(config))
+    if ctx.enabled:
+        logger.info("distributed: %d processes, global batch %d (%s per process)", ctx.world_size,
+                    config.train.batch_size, " / ".join(str(len(distributed.share(list(range(config.train.batch_size)),
+                                                                             r, ctx.world_size)))
+                                                         for r in range(ctx.world_size)))
     if config.model.name == "rcnn":
         return _train_rcnn(config, args)
     from detect.engine.trainer import Trainer
@@ -56,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.resume is not None:
         resume = Path(config.train.output_dir) / "last.pt" if args.resume == "last" else Path(args.resume)
     summary = trainer.fit(resume=resume, max_iterations=args.max_iterations)
+    if not ctx.is_main:
+        return 0
     print(f"test mAP@0.5 (VOC07): {summary['map']:.4f} after {summary['iterations']} iterations "
           f"in {summary['train_seconds'] / 60:.1f} min")
     print(f"checkpoints: {summary['last']} (last), {summary['best']} (best)")
@@ -70,6 +83,8 @@ def _train_rcnn(config, args) -> int:
         raise ConfigError("--weights is not supported for R-CNN; set model.backbone.weights instead")
     summary = train_rcnn(config, resume=args.resume is not None, max_iterations=args.max_iterations,
                          progress=not args.quiet)
+    if not distributed.context().is_main:
+        return 0
     if summary["map"] is None:
         print(f"stage 1 stopped after {summary['iterations']} iterations; continue with --resume ({summary['last']})")
         return 0
@@ -79,4 +94,6 @@ def _train_rcnn(config, args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    exit_code = run(main)
+    distributed.shutdown()
+    sys.exit(exit_code)

@@ -27,16 +27,19 @@ class TrainingLog:
         resume_iteration: on resume, rows logged after this iteration (work lost to the
             interruption) are dropped so the curves have no duplicates.
         tensorboard: also write TensorBoard events.
+        enabled: write anything at all (False on the ranks > 0 of a multi-process run).
     """
 
-    def __init__(self, directory: str | os.PathLike, resume_iteration: int | None = None, tensorboard: bool = True):
+    def __init__(self, directory: str | os.PathLike, resume_iteration: int | None = None, tensorboard: bool = True,
+                 enabled: bool = True):
+        self.enabled = enabled
         self.directory = Path(directory)
         self.loss_path = self.directory / "log.csv"
         self.metrics_path = self.directory / "metrics.csv"
         self.rows: list[dict] = self._read(self.loss_path, resume_iteration, "iteration")
         self.metric_rows: list[dict] = self._read(self.metrics_path, resume_iteration, "iteration")
         self.writer = None
-        if tensorboard:
+        if tensorboard and enabled:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.directory / "tensorboard"), purge_step=resume_iteration)
 
@@ -77,6 +80,8 @@ class TrainingLog:
 
     def flush(self) -> None:
         """Rewrite the CSV files (atomically) and the loss-curve PNG."""
+        if not self.enabled:
+            return
         self._write(self.loss_path, self.rows)
         self._write(self.metrics_path, self.metric_rows)
         if self.writer is not None:

@@ -41,6 +41,7 @@ from detect.engine.checkpoint import load_checkpoint, save_checkpoint
 from detect.engine.evaluate import evaluate_detector
 from detect.engine.trainer import Trainer
 from detect.errors import DetectError
+from detect import distributed
 from detect.io import atomic_write_bytes, atomic_write_json, make_output_dir
 from detect.models.rcnn import RCNN
 from detect.models.rcnn_svm import fit_ridge, mine_hard_negatives
@@ -97,10 +98,25 @@ class FeatureCache:
     @torch.no_grad()
     def ensure(self, model: RCNN, dataset: DetectionDataset, device: torch.device, num_workers: int = 0,
                progress: bool = True) -> None:
-        """Extract and store the features of every image of ``dataset`` that has none yet."""
+        """Extract and store the features of every image of ``dataset`` that has none yet.
+
+        In a multi-process job each process extracts every N-th missing image; all return when
+        the cache is complete.
+        """
         make_output_dir(self.directory)
         atomic_write_json(self.directory / "params.json", self.params)
         missing = [i for i, a in enumerate(dataset.annotations) if self.read(a.image_id) is None]
+        missing = distributed.broadcast_object(missing)   # one list for all processes, before anyone writes
+        ctx = distributed.context()
+        if ctx.enabled:
+            self._extract(model, dataset, missing[ctx.rank::ctx.world_size], device, num_workers,
+                          progress and ctx.is_main)
+            distributed.barrier()
+            return
+        self._extract(model, dataset, missing, device, num_workers, progress)
+
+    def _extract(self, model: RCNN, dataset: DetectionDataset, missing: list[int], device: torch.device,
+                 num_workers: int, progress: bool) -> None:
         done = len(dataset) - len(missing)
         if not missing:
             logger.info("stage 2: features of all %d images already in %s", len(dataset), self.directory)
@@ -217,14 +233,25 @@ def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None 
                     final_evaluation=False)
         if trainer.iteration < trainer.iterations_per_epoch() * config.train.epochs:
             return {"map": None, "stage": 1, "iterations": trainer.iteration, "last": str(last)}
-        shutil.copyfile(last, output / ".finetuned.tmp")
-        (output / ".finetuned.tmp").replace(finetuned)
-        logger.info("stage 1: done; fine-tuned weights in %s", finetuned)
+        if trainer.is_main:
+            shutil.copyfile(last, output / ".finetuned.tmp")
+            (output / ".finetuned.tmp").replace(finetuned)
+            logger.info("stage 1: done; fine-tuned weights in %s", finetuned)
     model = trainer.model.eval()
     features_set = load_split(config.data, config.data.train_split, TestTransforms(), class_names=trainer.class_names)
     features_set.proposals = trainer.train_set.proposals
     cache = FeatureCache(config.model.rcnn.feature_cache_dir, model, config)
     cache.ensure(model, features_set, trainer.device, config.data.num_workers, progress)
+    if not trainer.is_main:  # stages 3-4 are single-process (liblinear); rank 0 runs them
+        return distributed.broadcast_object(None)
+    summary = _train_svms_and_evaluate(config, trainer, model, features_set, cache, progress, started)
+    return distributed.broadcast_object(summary)
+
+
+def _train_svms_and_evaluate(config: Config, trainer: Trainer, model: RCNN, features_set: DetectionDataset,
+                             cache: FeatureCache, progress: bool, started: float) -> dict:
+    """Stages 3-4, the test-split evaluation and the shipped checkpoint."""
+    output = trainer.output_dir
     svm_started = time.perf_counter()
     per_class = train_svms_and_regressors(model, features_set, cache)
     logger.info("stages 3-4: SVMs and regressors in %.1f s", time.perf_counter() - svm_started)

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from detect import distributed
 from detect.config import Config, TrainConfig, dump_config
 from detect.data.build import build_datasets
 from detect.data.dataset import DetectionDataset
@@ -39,7 +40,7 @@ from detect.engine.evaluate import evaluate_detector
 from detect.engine.history import TrainingLog
 from detect.engine.runtime import rng_state, seed_everything, select_device, set_rng_state
 from detect.engine.schedule import lr_factor
-from detect.errors import CheckpointError, DetectError
+from detect.errors import CheckpointError, ConfigError, DetectError
 from detect.io import atomic_write_json, atomic_write_text, make_output_dir
 from detect.models import build_detector
 
@@ -54,21 +55,39 @@ class TrainingInterrupted(DetectError):
     """SIGINT/SIGTERM arrived; ``last.pt`` holds the state at the interruption."""
 
 
-class EpochSampler(Sampler[int]):
-    """A permutation of ``range(size)`` fixed by ``(seed, epoch)``, starting at position ``start``."""
+def batches_per_epoch(size: int, batch_size: int, world_size: int = 1) -> int:
+    """Global batches in an epoch; with several processes a last batch smaller than their number
+    is dropped (some process would have no image)."""
+    full, rest = divmod(size, batch_size)
+    return full + (1 if rest >= world_size else 0)
 
-    def __init__(self, size: int, seed: int, epoch: int, start: int = 0):
-        self.size, self.seed, self.epoch, self.start = size, seed, epoch, start
+
+class EpochBatches(Sampler[list[int]]):
+    """The batches of one epoch: a permutation of ``range(size)`` fixed by ``(seed, epoch)``, cut
+    into global batches of ``batch_size``, from batch ``start`` on.
+
+    With ``world_size`` processes, each global batch is split into contiguous shares
+    (:func:`detect.distributed.share`) and this sampler yields share ``rank``: the union over
+    ranks is the single-process batch, whatever the number of processes.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.size, self.batch_size, self.seed, self.epoch, self.start = size, batch_size, seed, epoch, start
+        self.rank, self.world_size = rank, world_size
 
     def order(self) -> list[int]:
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
         return torch.randperm(self.size, generator=generator).tolist()
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start:])
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.order()
+        for index in range(self.start, batches_per_epoch(self.size, self.batch_size, self.world_size)):
+            batch = order[index * self.batch_size:(index + 1) * self.batch_size]
+            yield distributed.share(batch, self.rank, self.world_size)
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return batches_per_epoch(self.size, self.batch_size, self.world_size) - self.start
 
 
 class _StopSignal:
@@ -118,18 +137,30 @@ class Trainer:
         self.progress = progress
         self.tensorboard = tensorboard
         self.output_dir = Path(config.train.output_dir)
-        self.device = select_device(config.train.device)
+        self.dist = distributed.context()
+        self.is_main = self.dist.is_main
+        self.progress = progress and self.is_main
+        self.device = distributed.device_for(select_device(config.train.device), self.dist)
+        if self.dist.enabled and config.train.batch_size < self.dist.world_size:
+            raise ConfigError(f"train.batch_size ({config.train.batch_size}) is the global batch and must be at "
+                              f"least the number of processes ({self.dist.world_size})")
         seed_everything(config.train.seed)
-        self.train_set, self.test_set = datasets or build_datasets(config.data, config.train.seed)
+        if datasets is None:
+            with distributed.main_process_first():   # rank 0 generates the built-in data if absent
+                datasets = build_datasets(config.data, config.train.seed)
+        self.train_set, self.test_set = datasets
         self.train_set.seed = config.train.seed
         self.class_names = self.train_set.class_names
         self.model = build_detector(config.model, len(self.class_names)).to(self.device)
+        if self.dist.enabled:  # same initial weights everywhere; then each rank its own random stream
+            seed_everything(config.train.seed + self.dist.rank)
+        self.forward_model = distributed.wrap(self.model, self.device)
         if self.model.uses_proposals:
             from detect.proposals.cache import attach_proposals
 
             for dataset in (self.train_set, self.test_set):
                 if dataset.proposals is None:
-                    attach_proposals(dataset, config.model.proposals, progress)
+                    attach_proposals(dataset, config.model.proposals, self.progress)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(parameters, config.train)
         self.use_amp = config.train.amp and self.device.type == "cuda"
@@ -144,13 +175,17 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _state(self) -> dict:
+        states = distributed.all_gather_objects(rng_state())   # every rank's, for an exact resume
         return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "batch": self.batch, "iteration": self.iteration,
-                "rng": rng_state(), "metrics": self.metrics, "best_map": self.best_map}
+                "rng": states[0], "rng_per_rank": states, "metrics": self.metrics, "best_map": self.best_map}
 
     def save(self, name: str) -> Path:
+        """Write a checkpoint (rank 0 only; every rank must call it: RNG states are gathered)."""
         path = self.output_dir / name
-        save_checkpoint(path, model=self.model, config=self.config, class_names=self.class_names, **self._state())
+        state = self._state()
+        if self.is_main:
+            save_checkpoint(path, model=self.model, config=self.config, class_names=self.class_names, **state)
         return path
 
     def resume(self, path: str | Path) -> None:
@@ -168,7 +203,11 @@ class Trainer:
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch, self.batch, self.iteration = checkpoint["epoch"], checkpoint["batch"], checkpoint["iteration"]
         self.best_map, self.metrics = checkpoint["best_map"], checkpoint["metrics"]
-        set_rng_state(checkpoint["rng"])
+        per_rank = checkpoint.get("rng_per_rank") or [checkpoint["rng"]]
+        if len(per_rank) != self.dist.world_size:
+            logger.warning("checkpoint was written by %d process(es), this run has %d: random streams restart, "
+                           "so the resumed run is not bit-identical", len(per_rank), self.dist.world_size)
+        set_rng_state(per_rank[self.dist.rank % len(per_rank)])
         logger.info("resumed from %s at epoch %d, batch %d (iteration %d)", path, self.epoch + 1, self.batch, self.iteration)
 
     def load_weights(self, path: str | Path) -> None:
@@ -182,17 +221,17 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
-        batch_size = self.config.train.batch_size
-        sampler = EpochSampler(len(self.train_set), self.config.train.seed, epoch, start_batch * batch_size)
-        return DataLoader(self.train_set, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                          num_workers=self.config.data.num_workers, drop_last=False,
+        sampler = EpochBatches(len(self.train_set), self.config.train.batch_size, self.config.train.seed, epoch,
+                               start_batch, self.dist.rank, self.dist.world_size)
+        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
+                          num_workers=self.config.data.num_workers,
                           generator=torch.Generator().manual_seed(self.config.train.seed + epoch))
 
     def _interrupted(self, reason: str, history: TrainingLog) -> TrainingInterrupted:
         """Save ``last.pt`` and the logs at an iteration boundary; the error to raise."""
         self.save("last.pt")
         history.flush()
-        return TrainingInterrupted(f"{reason}: stopped at iteration {self.iteration}; last.pt saved — "
+        return TrainingInterrupted(f"{reason or 'a signal to another process'}: stopped at iteration {self.iteration}; last.pt saved — "
                                    "continue with --resume", self.output_dir / "last.pt")
 
     def _batches(self, stop: _StopSignal, history: TrainingLog) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
@@ -208,13 +247,13 @@ class Trainer:
             except StopIteration:
                 return
             except RuntimeError:
-                if stop.received is None:
+                if stop.received is None or self.dist.enabled:
                     raise
                 raise self._interrupted(stop.received, history) from None
             yield batch
 
     def iterations_per_epoch(self) -> int:
-        return math.ceil(len(self.train_set) / self.config.train.batch_size)
+        return batches_per_epoch(len(self.train_set), self.config.train.batch_size, self.dist.world_size)
 
     def fit(self, resume: str | Path | None = None, max_iterations: int | None = None,
             final_evaluation: bool = True) -> dict:
@@ -235,7 +274,7 @@ class Trainer:
         make_output_dir(self.output_dir)
         atomic_write_text(self.output_dir / "config.yaml", dump_config(self.config))
         history = TrainingLog(self.output_dir, resume_iteration=self.iteration if resume else None,
-                              tensorboard=self.tensorboard)
+                              tensorboard=self.tensorboard, enabled=self.is_main)
         per_epoch = self.iterations_per_epoch()
         total = config.epochs * per_epoch
         end = total if max_iterations is None else min(total, max_iterations)
@@ -258,7 +297,7 @@ class Trainer:
                         bar.update()
                         if self.iteration % config.log_every == 0:
                             history.log_losses(self.iteration, self.epoch, self._lr(), losses)
-                        if stop.received:
+                        if distributed.any_rank(stop.received is not None, self.device):
                             raise self._interrupted(stop.received, history)
                         if config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
                             self.save("last.pt")
@@ -279,7 +318,9 @@ class Trainer:
         summary = {"map": self.metrics.get("map"), "metric": "voc07", "iterations": self.iteration,
                    "train_seconds": seconds, "last": str(self.output_dir / "last.pt"),
                    "best": str(self.output_dir / "best.pt"), "ap": self.metrics.get("ap", {})}
-        atomic_write_json(self.output_dir / "summary.json", summary)
+        if self.is_main:
+            atomic_write_json(self.output_dir / "summary.json", summary)
+        distributed.barrier()
         return summary
 
     def _lr(self) -> float:
@@ -294,9 +335,16 @@ class Trainer:
         images = [image.to(self.device, non_blocking=True) for image in images]
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
         with torch.autocast(self.device.type, enabled=self.use_amp):
-            losses = self.model(images, targets)
+            losses = self.forward_model(images, targets)
         total_loss = sum(losses.values())
-        values = {name: float(value.detach()) for name, value in losses.items()}
+        if self.dist.enabled:
+            # This rank's share of the global batch: DDP averages gradients over ranks, so weighting
+            # each by share × ranks gives the gradient of the global batch's per-image mean.
+            global_count = min(config.batch_size, len(self.train_set) - self.batch * config.batch_size)
+            total_loss = total_loss * (len(images) * self.dist.world_size / global_count)
+        # Averaged over ranks (all agree on a NaN anywhere, and log the same values).
+        averaged = distributed.all_reduce_mean(torch.stack([value.detach().float() for value in losses.values()]))
+        values = {name: float(value) for name, value in zip(losses, averaged)}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise TrainingDiverged(
@@ -325,13 +373,15 @@ class Trainer:
     def _evaluate(self, history: TrainingLog) -> None:
         self.model.eval()
         result, _ = evaluate_detector(self.model, self.test_set, self.device, metric="voc07",
-                                      num_workers=self.config.data.num_workers, progress=self.progress)
+                                      num_workers=self.config.data.num_workers, progress=self.progress,
+                                      distributed=self.dist.enabled)
         self.model.train()
         value = float(result.map) if not math.isnan(result.map) else 0.0
         self.metrics = {"map": value, "iteration": self.iteration, "epoch": self.epoch,
                         "ap": result.as_dict()["ap"]}
         history.log_metrics(self.iteration, self.epoch, {"map": value})
-        logger.info("epoch %d: test mAP@0.5 (VOC07) = %.4f\n%s", self.epoch, value, result.table())
+        if self.is_main:
+            logger.info("epoch %d: test mAP@0.5 (VOC07) = %.4f\n%s", self.epoch, value, result.table())
         if value > self.best_map:
             self.best_map = value
             self.save("best.pt")

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from detect.data.dataset import Annotation, DetectionDataset
 from detect.data.images import read_image
+from detect import distributed
 from detect.io import atomic_write_bytes, atomic_write_json, make_output_dir
 from detect.proposals.selective_search import SelectiveSearchConfig, selective_search
 
@@ -164,4 +165,8 @@ def attach_proposals(dataset: DetectionDataset, config: ProposalConfig, progress
     image_root = os.path.commonpath([str(Path(a.image_path).resolve().parent) for a in dataset.annotations])
     cache = ProposalCache(config.cache_dir, Path(image_root).parent.name or dataset.name, image_root,
                           config.selective_search)
+    ctx = distributed.context()
+    if ctx.enabled:  # each process of a multi-process job computes every N-th image, then all read
+        cache.ensure(dataset.annotations[ctx.rank::ctx.world_size], config.workers, progress and ctx.is_main)
+        distributed.barrier()
     dataset.proposals = cache.ensure(dataset.annotations, config.workers, progress)

@@ -1,0 +1,226 @@
+"""Multi-process training with ``torch.distributed``: what the trainer needs, in one place.
+
+Launch with torchrun, which sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``::
+
+    torchrun --nproc_per_node 2 tools/train.py --config configs/yolo_shapes.yaml
+    # several machines: the same command on each, with torchrun's rendezvous flags
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 4 --master_addr HOST --master_port 29500 tools/train.py ...
+
+Without those variables everything here is a no-op and training is the single-process loop.
+
+The rules (see the README, "Training on several processes"):
+
+* ``train.batch_size`` is the **global** batch: each of the N processes takes a contiguous 1/N
+  share of every batch of the single-process schedule, so the schedule, the learning rate and the
+  iterations per epoch do not depend on N. Each rank's loss is weighted by its share, so the
+  averaged gradient is the gradient of the global batch's per-image mean.
+* BatchNorm layers that train are synchronised across processes (torch's ``SyncBatchNorm`` on
+  GPUs, :class:`DistributedBatchNorm2d` on CPUs, where torch's has no kernel), so statistics are
+  those of the global batch, as in one process.
+* Gradients are averaged by ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs).
+* Rank 0 alone logs, shows progress and writes checkpoints; evaluation runs on a 1/N shard of
+  the test images per rank, and the detections are gathered so every rank computes the same mAP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from detect.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in the job: ``rank`` of ``world_size`` (``local_rank`` on its machine)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def context() -> DistributedContext:
+    """The running job's context; single-process when no process group is initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistributedContext()
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init_from_environment(device: str = "auto") -> DistributedContext:
+    """Join the process group torchrun describes in the environment (no-op without torchrun).
+
+    The backend is NCCL when the processes train on GPUs and gloo otherwise; each process takes the
+    GPU of its ``LOCAL_RANK``.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistributedContext()
+    if not dist.is_available():
+        raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device != "cpu"
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return context()
+
+
+def shutdown() -> None:
+    """Leave the process group at the end of a job (no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device_for(device: torch.device, ctx: DistributedContext) -> torch.device:
+    """One GPU per process: ``cuda`` becomes ``cuda:<local rank>``."""
+    if ctx.enabled and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def barrier() -> None:
+    if context().enabled:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. generating a dataset or a cache), the others after it."""
+    ctx = context()
+    if ctx.enabled and not ctx.is_main:
+        dist.barrier()
+    yield
+    if ctx.enabled and ctx.is_main:
+        dist.barrier()
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in a single process."""
+    ctx = context()
+    if not ctx.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, source: int = 0) -> Any:
+    """Rank ``source``'s ``obj`` on every rank."""
+    if not context().enabled:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=source)
+    return holder[0]
+
+
+def all_reduce_mean(values: Tensor) -> Tensor:
+    """The mean of ``values`` over ranks (a copy; NaN anywhere makes the result NaN everywhere)."""
+    ctx = context()
+    if not ctx.enabled:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / ctx.world_size
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank if ``flag`` is true on at least one."""
+    if not context().enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value)
+    return bool(value.item() > 0)
+
+
+def share(indices: list[int], rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s contiguous share of ``indices`` (sizes differ by at most one, first ranks larger)."""
+    base, extra = divmod(len(indices), world_size)
+    start = rank * base + min(rank, extra)
+    return indices[start:start + base + (1 if rank < extra else 0)]
+
+
+# ---------------------------------------------------------------------- BatchNorm across processes
+
+
+class DistributedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the batch on all ranks (CPU or GPU).
+
+    Each rank sums ``x`` and ``x²`` per channel with its element count; one differentiable
+    all-reduce gives the global mean and (biased) variance used to normalise, and the unbiased
+    variance for the running estimate, as :class:`torch.nn.BatchNorm2d` does in one process.
+    Outside training, or in a single process, it is a plain BatchNorm2d.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        ctx = context()
+        if not (self.training and ctx.enabled):
+            return super().forward(input)
+        from torch.distributed.nn.functional import all_reduce
+
+        channels = input.shape[1]
+        flat = input.transpose(0, 1).reshape(channels, -1)
+        count = torch.full((1,), float(flat.shape[1]), dtype=input.dtype, device=input.device)
+        stats = all_reduce(torch.cat([flat.sum(1), (flat * flat).sum(1), count]))
+        total = stats[-1]
+        mean = stats[:channels] / total
+        var = (stats[channels:2 * channels] / total - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                unbiased = var * (total / (total - 1).clamp_min(1))
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
+        shape = (1, channels, 1, 1)
+        output = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            output = output * self.weight.view(shape) + self.bias.view(shape)
+        return output
+
+
+def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Synchronise every trainable BatchNorm2d (frozen ones stay as they are)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            synced = DistributedBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                            child.track_running_stats).to(device)
+            synced.load_state_dict(child.state_dict())
+            synced.train(child.training)
+            if child.affine:
+                synced.weight.requires_grad_(child.weight.requires_grad)
+                synced.bias.requires_grad_(child.bias.requires_grad)
+            setattr(module, name, synced)
+        else:
+            convert_batchnorm(child, device)
+    return module
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with synchronised BatchNorm, inside DistributedDataParallel; unchanged in one process."""
+    if not context().enabled:
+        return model
+    convert_batchnorm(model, device)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        # a batch without objects leaves box-regression layers without gradient on that rank
+        find_unused_parameters=True)
+
+
+__all__ = ["DistributedContext", "DistributedBatchNorm2d", "all_gather_objects", "all_reduce_mean", "any_rank",
+           "barrier", "broadcast_object", "context", "convert_batchnorm", "device_for", "init_from_environment",
+           "main_process_first", "share", "shutdown", "wrap"]
