@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,14 +31,17 @@ class Timing:
 
 
 @torch.no_grad()
-def time_inference(model: nn.Module, dataset: DetectionDataset, images: int = 30, warmup: int = 5,
-                   device: str | torch.device = "cpu") -> Timing:
+def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: int = 30, warmup: int = 5,
+                   device: str | torch.device = "cpu", predict: Callable[[torch.Tensor], object] | None = None
+                   ) -> Timing:
     """Time ``model.predict`` on single images of ``dataset`` (which yields tensors) after warm-up.
 
     Detectors that take region proposals get the dataset's cached ones, so the time excludes
-    proposal computation (timed by :func:`time_proposals`).
+    proposal computation (timed by :func:`time_proposals`). ``predict`` (one image → detections)
+    replaces the model, e.g. an exported one.
     """
-    model.eval()
+    if model is not None:
+        model.eval()
     count = min(images + warmup, len(dataset))
     samples = [dataset[i] for i in range(count)]
     milliseconds = []
@@ -46,7 +50,9 @@ def time_inference(model: nn.Module, dataset: DetectionDataset, images: int = 30
         if device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         started = time.perf_counter()
-        if "proposals" in sample:
+        if predict is not None:
+            predict(image)
+        elif "proposals" in sample:
             model.predict([image], [sample["proposals"].to(device)])
         else:
             model.predict([image])

@@ -55,16 +55,28 @@ def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
                        torch.zeros_like(union))
 
 
+#: Set by :mod:`detect.export` while tracing a model for ONNX: NMS then runs in float32 on the raw
+#: scores (ONNX's NonMaxSuppression has no float64 and ONNX no stable sort), so exact score ties
+#: may be visited in another order than in PyTorch.
+EXPORTING = False
+
+
 def _rank_scores(scores: Tensor) -> Tensor:
     """Distinct stand-in scores with the same order as ``scores``, ties broken by lower index first.
 
     torchvision's NMS sorts with an unstable sort, so equal scores could be visited in any order;
     ranking with a stable sort first makes NMS deterministic.
     """
+    if EXPORTING:   # ONNX has no stable sort: the scores themselves (ties in any order)
+        return scores.float()
     order = torch.argsort(scores, descending=True, stable=True)
     ranks = torch.empty(scores.shape[0], dtype=torch.float64, device=scores.device)
     ranks[order] = torch.arange(scores.shape[0], 0, -1, dtype=torch.float64, device=scores.device)
     return ranks
+
+
+def _nms_precision(boxes: Tensor) -> Tensor:
+    return boxes.float() if EXPORTING else boxes.double()
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -83,7 +95,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    return ops.nms(boxes.double(), _rank_scores(scores), float(iou_threshold))
+    return ops.nms(_nms_precision(boxes), _rank_scores(scores), float(iou_threshold))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
@@ -97,7 +109,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     """
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    return ops.batched_nms(boxes.double(), _rank_scores(scores), labels, float(iou_threshold))
+    return ops.batched_nms(_nms_precision(boxes), _rank_scores(scores), labels, float(iou_threshold))
 
 
 def clip_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:

@@ -84,7 +84,7 @@ class ImageTransform(nn.Module):
         for index, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"image {index} has shape {tuple(image.shape)}; expected [3, H, W] RGB")
-            height, width = image.shape[-2:]
+            height, width = int(image.shape[-2]), int(image.shape[-1])   # constants when traced for export
             new_height, new_width = self.target_size(height, width)
             if (new_height, new_width) != (height, width):
                 image = F.interpolate(image[None], size=(new_height, new_width), mode="bilinear",
@@ -102,9 +102,8 @@ class ImageTransform(nn.Module):
                 new_targets.append(target)
         max_height = -(-max(h for h, _ in sizes) // self.size_divisible) * self.size_divisible
         max_width = -(-max(w for _, w in sizes) // self.size_divisible) * self.size_divisible
-        batch = resized[0].new_zeros((len(resized), 3, max_height, max_width))
-        for slot, image in zip(batch, resized):
-            slot[:, : image.shape[1], : image.shape[2]].copy_(image)
+        batch = torch.stack([F.pad(image, (0, max_width - width, 0, max_height - height))
+                             for image, (height, width) in zip(resized, sizes)])
         return ImageBatch(batch, sizes, originals), new_targets
 
     @staticmethod

@@ -46,6 +46,7 @@ cap on detections per image. Boxes are in input-image pixels, ``x1, y1, x2, y2``
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detect.backbones import Backbone, build_backbone
@@ -55,6 +56,21 @@ from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
 
 #: Per-box fields of the output, in order.
 BOX_FIELDS = ("x", "y", "sqrt_w", "sqrt_h", "confidence")
+
+
+class GridPool(nn.Module):
+    """Average-pool features to the S × S grid (adaptive pooling; a fixed-window average pool,
+    the same numbers, when the feature map divides evenly, which ONNX export needs)."""
+
+    def __init__(self, grid_size: int):
+        super().__init__()
+        self.grid_size = grid_size
+
+    def forward(self, features: Tensor) -> Tensor:
+        height, width = int(features.shape[-2]), int(features.shape[-1])   # constants when traced
+        if height % self.grid_size == 0 and width % self.grid_size == 0:
+            return F.avg_pool2d(features, (height // self.grid_size, width // self.grid_size))
+        return F.adaptive_avg_pool2d(features, self.grid_size)
 
 
 class YOLOHead(nn.Module):
@@ -75,7 +91,7 @@ class YOLOHead(nn.Module):
             layers += [nn.Conv2d(channels, width, 3, stride=2 if index == 0 else 1, padding=1, bias=False),
                        nn.BatchNorm2d(width), nn.LeakyReLU(config.leaky_slope, inplace=True)]
             channels = width
-        layers.append(nn.AdaptiveAvgPool2d(config.grid_size))
+        layers.append(GridPool(config.grid_size))
         self.convs = nn.Sequential(*layers)
         outputs = config.grid_size ** 2 * (5 * config.boxes_per_cell + num_classes)
         self.fc = nn.Sequential(

@@ -1,0 +1,208 @@
+"""Export a trained Faster R-CNN or YOLO to ONNX or TorchScript, and run the exported model.
+
+The exported graph is :meth:`Detector.detect` for one image — backbone, heads, box decoding, score
+threshold, per-class NMS and the detection cap:
+
+=====================  ==================================================================
+input ``image``        float32 ``[1, 3, H, W]``: the RGB image in ``[0, 1]`` resized and padded
+                       as below. Faster R-CNN: any ``H``, ``W`` (dynamic axes); YOLO: exactly
+                       ``input_size × input_size`` (its fully connected head fixes the grid).
+input ``image_size``   int64 ``[2]``: height and width of the resized image inside the padding
+                       (boxes are clipped to it). YOLO's graph has no such input.
+output ``boxes``       float32 ``[N, 4]``, ``x1 y1 x2 y2`` in the pixels of ``image``
+output ``scores``      float32 ``[N]``, descending
+output ``labels``      int64 ``[N]``, ``0 … C-1``; class names are in the ``.json`` sidecar
+=====================  ==================================================================
+
+``N`` is dynamic. Pre-processing (:class:`detect.models.base.ImageTransform`, which
+:class:`ExportedDetector` reuses): Faster R-CNN resizes the image bilinearly so its longer side
+is ``input_size`` keeping the aspect ratio and pads it with zeros at the bottom and right to
+multiples of ``size_divisible``; YOLO stretches it to the square. Post-processing: divide the
+boxes by the resize factors (``x`` by ``new_w / w``, ``y`` by ``new_h / h``). The sidecar holds
+``input_size``, ``size_divisible`` and ``keep_aspect`` for other languages.
+
+NMS in the graph is ONNX's ``NonMaxSuppression`` in float32 on the raw scores; PyTorch breaks
+exact score ties by index in float64, so the two can differ in such rare ties.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detect.errors import ConfigError, DetectError
+from detect.io import atomic_write_json, make_output_dir
+from detect.models.base import Detections, ImageBatch, ImageTransform
+
+logger = logging.getLogger(__name__)
+
+EXPORTABLE = ("faster_rcnn", "yolo")
+FORMATS = ("onnx", "torchscript")
+OPSET = 17
+
+
+class _DetectOneImage(nn.Module):
+    """``detect`` of one network-sized image as ``forward(image, image_size) -> (boxes, scores, labels)``.
+
+    ``image_size`` (int64 ``[2]``: height, width of the image inside the zero padding) is a graph
+    input so that boxes are clipped to the real image, as in PyTorch, whatever its aspect ratio.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor, image_size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        size = (image_size[0], image_size[1])
+        detections = self.model.detect(ImageBatch(image, [size], [size]))[0]
+        return detections.boxes.float(), detections.scores.float(), detections.labels
+
+
+def export(model: nn.Module, model_name: str, class_names: Sequence[str], path: str | os.PathLike,
+           fmt: str = "onnx") -> Path:
+    """Write ``model`` (eval mode, CPU) to ``path`` and a ``.json`` sidecar describing its contract."""
+    if model_name not in EXPORTABLE:
+        raise ConfigError(f"export supports {', '.join(EXPORTABLE)}, not {model_name!r} "
+                          "(R-CNN and Fast R-CNN need selective search, which has no ONNX form)")
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    path = Path(path)
+    make_output_dir(path.parent)
+    model = model.eval().cpu()
+    height = width = model.transform.input_size    # the example traced; Faster R-CNN's axes stay dynamic
+    wrapper = _DetectOneImage(model).eval()
+    example = (torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)),
+               torch.tensor([height, width]))
+    dynamic_axes = {"boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"}}
+    if model.transform.keep_aspect:   # fully convolutional up to RoI pooling: any padded image size
+        dynamic_axes["image"] = {2: "height", 3: "width"}
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with torch.no_grad(), _export_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # tracer warnings about the Python-side sizes, by design
+            if fmt == "onnx":
+                torch.onnx.export(wrapper, example, str(tmp), dynamo=False, opset_version=OPSET,
+                                  input_names=["image", "image_size"], output_names=["boxes", "scores", "labels"],
+                                  dynamic_axes=dynamic_axes)
+            else:
+                torch.jit.trace(wrapper, example, check_trace=False).save(str(tmp))
+        os.replace(tmp, path)
+    except OSError as error:
+        raise DetectError(f"cannot write the exported model ({error.strerror})", path) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    atomic_write_json(path.with_suffix(".json"), {
+        "format": fmt, "model": model_name, "class_names": list(class_names), "input": [1, 3, height, width],
+        "keep_aspect": model.transform.keep_aspect, "input_size": model.transform.input_size,
+        "size_divisible": model.transform.size_divisible, "dynamic_size": model.transform.keep_aspect, "outputs": ["boxes", "scores", "labels"],
+        "opset": OPSET if fmt == "onnx" else None})
+    return path
+
+
+class _export_mode:
+    """While exporting, :mod:`detect.boxes` runs NMS in float32 (ONNX's NonMaxSuppression has no float64)."""
+
+    def __enter__(self):
+        from detect import boxes
+        self._previous, boxes.EXPORTING = boxes.EXPORTING, True
+
+    def __exit__(self, *exc):
+        from detect import boxes
+        boxes.EXPORTING = self._previous
+
+
+class ExportedDetector:
+    """Run an exported model on images of any size, with the documented pre- and post-processing.
+
+    Args:
+        path: the ``.onnx`` (run with onnxruntime, CPU) or TorchScript ``.pt`` file; its ``.json``
+            sidecar gives the input size and class names.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        sidecar = self.path.with_suffix(".json")
+        if not self.path.is_file() or not sidecar.is_file():
+            raise DetectError("exported model or its .json sidecar not found; run tools/export.py first", self.path)
+        self.meta = json.loads(sidecar.read_text())
+        self.class_names = self.meta["class_names"]
+        _, _, self.height, self.width = self.meta["input"]
+        self.transform = ImageTransform(self.meta["input_size"], self.meta["size_divisible"], self.meta["keep_aspect"])
+        if self.meta["format"] == "onnx":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.inputs = {item.name for item in self.session.get_inputs()}   # YOLO's graph ignores image_size
+            self.module = None
+        else:
+            self.session = None
+            self.module = torch.jit.load(str(self.path)).eval()
+
+    def preprocess(self, image: Tensor) -> ImageBatch:
+        """An RGB float image ``[3, h, w]`` in [0, 1] → the padded network input, as in PyTorch."""
+        return self.transform([image.float()])[0]
+
+    def run(self, image: np.ndarray, image_size: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The raw graph: ``image [1, 3, H, W]``, ``image_size [2]`` → boxes, scores, labels in input pixels."""
+        if self.session is not None:
+            feeds = {"image": image, "image_size": image_size}
+            boxes, scores, labels = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
+            return boxes, scores, labels
+        with torch.no_grad():
+            boxes, scores, labels = self.module(torch.from_numpy(image), torch.from_numpy(image_size))
+        return boxes.numpy(), scores.numpy(), labels.numpy()
+
+    def predict(self, image: Tensor) -> Detections:
+        """Detections in the original image's pixels."""
+        batch = self.preprocess(image)
+        if not self.meta["dynamic_size"] and tuple(batch.tensors.shape[-2:]) != (self.height, self.width):
+            raise DetectError(f"this export takes {self.height}×{self.width} inputs only", self.path)
+        boxes, scores, labels = self.run(batch.tensors.numpy(), np.array(batch.image_sizes[0], np.int64))
+        detections = Detections(torch.from_numpy(np.asarray(boxes, np.float32)).reshape(-1, 4),
+                                torch.from_numpy(np.asarray(scores, np.float32)),
+                                torch.from_numpy(np.asarray(labels, np.int64)))
+        return self.transform.postprocess([detections], batch)[0]
+
+
+def compare_with_pytorch(model: nn.Module, exported: ExportedDetector, images: Sequence[Tensor]) -> dict:
+    """Run both on ``images``; match each PyTorch detection to the exported one of the same label
+    with the nearest box, and report the largest differences.
+
+    Returns:
+        ``{"same": equal counts and a same-label match for every detection, "box": max |Δ| px,
+        "score": max |Δ|, "detections": total count}``.
+    """
+    same, worst_box, worst_score, total = True, 0.0, 0.0, 0
+    model = model.eval()
+    for image in images:
+        with torch.no_grad():
+            reference = model.predict([image])[0]
+        candidate = exported.predict(image)
+        total += reference.boxes.shape[0]
+        if candidate.boxes.shape[0] != reference.boxes.shape[0]:
+            same = False
+            continue
+        used = torch.zeros(candidate.boxes.shape[0], dtype=torch.bool)
+        for box, score, label in zip(reference.boxes.float(), reference.scores.float(), reference.labels):
+            distance = (candidate.boxes - box).abs().amax(dim=1)
+            distance[(candidate.labels != label) | used] = float("inf")
+            index = int(distance.argmin())
+            if not torch.isfinite(distance[index]):
+                same = False
+                break
+            used[index] = True
+            worst_box = max(worst_box, float(distance[index]))
+            worst_score = max(worst_score, abs(float(candidate.scores[index]) - float(score)))
+    return {"same": same, "box": worst_box, "score": worst_score, "detections": total}

@@ -1,0 +1,72 @@
+"""ONNX / TorchScript export (issue 8): the exported model gives PyTorch's detections.
+
+Tolerances (after matching each detection to the same-label one with the nearest box): counts
+and labels equal, boxes within 1e-3 px, scores within 1e-4. The models are untrained (seeded)
+with a zero score threshold, so every image yields many detections of all classes to compare.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from detect.config import load_config
+from detect.errors import ConfigError, DetectError
+from detect.export import ExportedDetector, compare_with_pytorch, export
+from detect.models import build_detector
+from tests.models import test_faster_rcnn, test_yolo
+from tests.models.helpers import tiny_batch
+
+pytest.importorskip("onnxruntime")
+
+NUM_CLASSES = 8
+MODELS = {
+    "faster_rcnn": lambda: test_faster_rcnn.tiny_config().model,
+    "yolo": lambda: load_config(None, ["model.name=yolo", "model.input_size=128", "model.backbone.name=small",
+                                       "model.yolo.grid_size=4", "model.yolo.conv_channels=[32]",
+                                       "model.yolo.hidden_dim=64", "model.yolo.score_threshold=0.0"]).model,
+}
+
+
+def untrained(name):
+    torch.manual_seed(0)
+    config = MODELS[name]()
+    if name == "faster_rcnn":
+        config.roi_head.score_threshold = 0.0
+    return build_detector(config, NUM_CLASSES).eval()
+
+
+def images():
+    squares, _ = tiny_batch(3, size=128, seed=5)
+    generator = torch.Generator().manual_seed(1)
+    return squares + [torch.rand(3, 96, 150, generator=generator), torch.rand(3, 170, 64, generator=generator)]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_exported_model_gives_pytorch_detections(tmp_path, name, fmt):
+    model = untrained(name)
+    path = export(model, name, [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / f"model.{fmt}", fmt)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["class_names"][3] == "c3" and sidecar["keep_aspect"] == (name == "faster_rcnn")
+    exported = ExportedDetector(path)
+    report = compare_with_pytorch(model, exported, images())
+    assert report["detections"] > 50
+    assert report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report
+    detections = exported.predict(images()[3])          # a non-square image: boxes in its own pixels
+    assert (detections.boxes[:, 2] <= 150 + 1e-3).all() and (detections.boxes[:, 3] <= 96 + 1e-3).all()
+
+
+def test_export_refuses_proposal_detectors_and_unknown_formats(tmp_path):
+    model = untrained("yolo")
+    with pytest.raises(ConfigError, match="selective search"):
+        export(model, "fast_rcnn", ["a"], tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="unknown export format"):
+        export(model, "yolo", ["a"], tmp_path / "m.x", "tflite")
+
+
+def test_missing_export_is_one_line(tmp_path):
+    with pytest.raises(DetectError, match="run tools/export.py first"):
+        ExportedDetector(tmp_path / "absent.onnx")
