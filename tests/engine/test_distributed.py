@@ -123,3 +123,19 @@ def test_global_batch_smaller_than_the_number_of_processes_is_refused(tmp_path, 
                                 f"train.output_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError, match="global batch and must be at least the number of processes"):
         Trainer(config, progress=False, tensorboard=False)
+
+
+def test_torchrun_runs_every_rcnn_stage_with_sharded_caches(tmp_path):
+    overrides = [f"data.builtin_root={tmp_path / 'shapes'}", *COMMON, "data.builtin.num_test=4", "train.epochs=1",
+                 "model.proposals.selective_search.max_boxes=100", "model.proposals.selective_search.min_size=2",
+                 "model.proposals.workers=1", f"model.proposals.cache_dir={tmp_path / 'proposals'}",
+                 f"model.rcnn.feature_cache_dir={tmp_path / 'features'}", f"train.output_dir={tmp_path / 'run'}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "tools/train.py", "--quiet", "--config", "configs/rcnn_shapes.yaml", *overrides],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("test mAP@0.5 (VOC07)") == 1
+    assert len(list((tmp_path / "proposals").rglob("*.npz"))) == 8 + 4      # every image once, by either rank
+    assert len(list((tmp_path / "features").rglob("*.npz"))) == 8
+    assert "svm" in load_checkpoint(tmp_path / "run" / "best.pt")
