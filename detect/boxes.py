@@ -93,7 +93,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Returns:
         Tensor[K] int64: indices of the kept boxes, by decreasing score.
     """
-    if boxes.shape[0] == 0:
+    if boxes.shape[0] == 0 and not EXPORTING:   # traced, this branch would be fixed into the graph
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     return ops.nms(_nms_precision(boxes), _rank_scores(scores), float(iou_threshold))
 
@@ -107,9 +107,18 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     Returns:
         Tensor[K] int64: kept indices by decreasing score.
     """
-    if boxes.shape[0] == 0:
+    if boxes.shape[0] == 0 and not EXPORTING:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     return ops.batched_nms(_nms_precision(boxes), _rank_scores(scores), labels, float(iou_threshold))
+
+
+def topk_count(values: Tensor, k: int) -> int | Tensor:
+    """``min(k, len(values))`` for :meth:`Tensor.topk`; while exporting, computed in the graph from
+    the traced length, so the exported model adapts to inputs with fewer candidates than ``k``."""
+    if not EXPORTING:
+        return min(k, values.shape[0])
+    length = torch._shape_as_tensor(values)[0]
+    return torch.clamp(length, max=k)
 
 
 def clip_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:

@@ -12,14 +12,17 @@ The rules (see the README, "Training on several processes"):
 
 * ``train.batch_size`` is the **global** batch: each of the N processes takes a contiguous 1/N
   share of every batch of the single-process schedule, so the schedule, the learning rate and the
-  iterations per epoch do not depend on N. Each rank's loss is weighted by its share, so the
-  averaged gradient is the gradient of the global batch's per-image mean.
+  iterations per epoch do not depend on N (except that a last batch of an epoch smaller than N is
+  dropped). Each rank's loss is weighted by its share, so the averaged gradient is the gradient
+  of the global batch's per-image mean.
 * BatchNorm layers that train are synchronised across processes (torch's ``SyncBatchNorm`` on
   GPUs, :class:`DistributedBatchNorm2d` on CPUs, where torch's has no kernel), so statistics are
   those of the global batch, as in one process.
 * Gradients are averaged by ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs).
 * Rank 0 alone logs, shows progress and writes checkpoints; evaluation runs on a 1/N shard of
   the test images per rank, and the detections are gathered so every rank computes the same mAP.
+* Several machines need a **shared filesystem** for the run folder and caches: rank 0 writes the
+  checkpoints every rank resumes from, and R-CNN's SVM stage reads the features all ranks wrote.
 """
 
 from __future__ import annotations
@@ -98,12 +101,14 @@ def barrier() -> None:
 
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
-    """Rank 0 runs the block first (e.g. generating a dataset or a cache), the others after it."""
+    """The first process of each machine (``LOCAL_RANK`` 0) runs the block first (e.g. generating
+    the built-in dataset), the others after it."""
     ctx = context()
-    if ctx.enabled and not ctx.is_main:
+    first = ctx.local_rank == 0
+    if ctx.enabled and not first:
         dist.barrier()
     yield
-    if ctx.enabled and ctx.is_main:
+    if ctx.enabled and first:
         dist.barrier()
 
 
@@ -126,14 +131,24 @@ def broadcast_object(obj: Any, source: int = 0) -> Any:
     return holder[0]
 
 
-def all_reduce_mean(values: Tensor) -> Tensor:
-    """The mean of ``values`` over ranks (a copy; NaN anywhere makes the result NaN everywhere)."""
-    ctx = context()
-    if not ctx.enabled:
+def all_reduce_sum(values: Tensor) -> Tensor:
+    """The sum of ``values`` over ranks (a copy)."""
+    if not context().enabled:
         return values
     values = values.clone()
     dist.all_reduce(values)
-    return values / ctx.world_size
+    return values
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest ``value`` of all ranks."""
+    if not context().enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
@@ -158,9 +173,10 @@ def share(indices: list[int], rank: int, world_size: int) -> list[int]:
 class DistributedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the batch on all ranks (CPU or GPU).
 
-    Each rank sums ``x`` and ``x²`` per channel with its element count; one differentiable
-    all-reduce gives the global mean and (biased) variance used to normalise, and the unbiased
-    variance for the running estimate, as :class:`torch.nn.BatchNorm2d` does in one process.
+    Two differentiable all-reduces give the global per-channel mean (from each rank's sums and
+    element count) and then the global (biased) variance from the centred squares; the variance
+    normalises, its unbiased version feeds the running estimate, as :class:`torch.nn.BatchNorm2d`
+    does in one process.
     Outside training, or in a single process, it is a plain BatchNorm2d.
     """
 
@@ -173,10 +189,13 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         channels = input.shape[1]
         flat = input.transpose(0, 1).reshape(channels, -1)
         count = torch.full((1,), float(flat.shape[1]), dtype=input.dtype, device=input.device)
-        stats = all_reduce(torch.cat([flat.sum(1), (flat * flat).sum(1), count]))
-        total = stats[-1]
-        mean = stats[:channels] / total
-        var = (stats[channels:2 * channels] / total - mean * mean).clamp_min(0)
+        sums = all_reduce(torch.cat([flat.sum(1), count]))
+        total = sums[-1]
+        if total <= 1:
+            raise ValueError(f"expected more than 1 value per channel when training, got input size {tuple(input.shape)}")
+        mean = sums[:channels] / total
+        # a second, centred reduction: E[x²] − E[x]² would lose the variance to rounding when |mean| ≫ std
+        var = all_reduce(((flat - mean[:, None]) ** 2).sum(1)) / total
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -192,7 +211,8 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
 
 
 def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Synchronise every trainable BatchNorm2d (frozen ones stay as they are)."""
+    """Synchronise every ``nn.BatchNorm2d`` (pretrained backbones' ``FrozenBatchNorm2d`` is another
+    class, and stays as it is)."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
@@ -217,10 +237,11 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     convert_batchnorm(model, device)
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
-        # a batch without objects leaves box-regression layers without gradient on that rank
+        # Robust to detector parts a step may not use (e.g. R-CNN's fine-tuning touches only its
+        # crop path); costs one traversal of the autograd graph per step.
         find_unused_parameters=True)
 
 
-__all__ = ["DistributedContext", "DistributedBatchNorm2d", "all_gather_objects", "all_reduce_mean", "any_rank",
-           "barrier", "broadcast_object", "context", "convert_batchnorm", "device_for", "init_from_environment",
+__all__ = ["DistributedContext", "DistributedBatchNorm2d", "all_gather_objects", "any_rank",
+           "all_reduce_sum", "barrier", "broadcast_object", "max_over_ranks", "context", "convert_batchnorm", "device_for", "init_from_environment",
            "main_process_first", "share", "shutdown", "wrap"]

@@ -14,14 +14,15 @@ output ``scores``      float32 ``[N]``, descending
 output ``labels``      int64 ``[N]``, ``0 … C-1``; class names are in the ``.json`` sidecar
 =====================  ==================================================================
 
-``N`` is dynamic. Pre-processing (:class:`detect.models.base.ImageTransform`, which
+``N`` is dynamic. The sidecar ``<file>.json`` holds the class names and the values below.
+Pre-processing (:class:`detect.models.base.ImageTransform`, which
 :class:`ExportedDetector` reuses): Faster R-CNN resizes the image bilinearly so its longer side
 is ``input_size`` keeping the aspect ratio and pads it with zeros at the bottom and right to
 multiples of ``size_divisible``; YOLO stretches it to the square. Post-processing: divide the
 boxes by the resize factors (``x`` by ``new_w / w``, ``y`` by ``new_h / h``). The sidecar holds
 ``input_size``, ``size_divisible`` and ``keep_aspect`` for other languages.
 
-NMS in the graph is ONNX's ``NonMaxSuppression`` in float32 on the raw scores; PyTorch breaks
+NMS in an exported graph (ONNX or TorchScript) runs in float32 on the raw scores; PyTorch breaks
 exact score ties by index in float64, so the two can differ in such rare ties.
 """
 
@@ -68,8 +69,12 @@ class _DetectOneImage(nn.Module):
 
 
 def export(model: nn.Module, model_name: str, class_names: Sequence[str], path: str | os.PathLike,
-           fmt: str = "onnx") -> Path:
-    """Write ``model`` (eval mode, CPU) to ``path`` and a ``.json`` sidecar describing its contract."""
+           fmt: str = "onnx", example: Tensor | None = None) -> Path:
+    """Write ``model`` (eval mode, CPU) to ``path`` and the sidecar ``<path>.json`` describing its contract.
+
+    ``example`` (an RGB image ``[3, h, w]`` in [0, 1]) is the image traced; a real one is best, but
+    nothing depends on it: every data-dependent step is in the graph.
+    """
     if model_name not in EXPORTABLE:
         raise ConfigError(f"export supports {', '.join(EXPORTABLE)}, not {model_name!r} "
                           "(R-CNN and Fast R-CNN need selective search, which has no ONNX form)")
@@ -78,17 +83,22 @@ def export(model: nn.Module, model_name: str, class_names: Sequence[str], path: 
     path = Path(path)
     make_output_dir(path.parent)
     model = model.eval().cpu()
-    height = width = model.transform.input_size    # the example traced; Faster R-CNN's axes stay dynamic
+    if example is None:
+        side = model.transform.input_size
+        example = torch.rand(3, side, side, generator=torch.Generator().manual_seed(0))
+    batch = model.transform([example.float()])[0]
+    height, width = batch.tensors.shape[-2:]
     wrapper = _DetectOneImage(model).eval()
-    example = (torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)),
-               torch.tensor([height, width]))
+    example = (batch.tensors, torch.tensor(batch.image_sizes[0]))
     dynamic_axes = {"boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"}}
     if model.transform.keep_aspect:   # fully convolutional up to RoI pooling: any padded image size
         dynamic_axes["image"] = {2: "height", 3: "width"}
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with torch.no_grad(), _export_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # tracer warnings about the Python-side sizes, by design
+            # The tracer warns about every Python int taken from a shape; those are the fixed
+            # sizes by design (data-dependent steps are in the graph, see boxes.EXPORTING).
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             if fmt == "onnx":
                 torch.onnx.export(wrapper, example, str(tmp), dynamo=False, opset_version=OPSET,
                                   input_names=["image", "image_size"], output_names=["boxes", "scores", "labels"],
@@ -101,12 +111,18 @@ def export(model: nn.Module, model_name: str, class_names: Sequence[str], path: 
     finally:
         if tmp.exists():
             tmp.unlink()
-    atomic_write_json(path.with_suffix(".json"), {
+    atomic_write_json(sidecar_path(path), {
         "format": fmt, "model": model_name, "class_names": list(class_names), "input": [1, 3, height, width],
         "keep_aspect": model.transform.keep_aspect, "input_size": model.transform.input_size,
         "size_divisible": model.transform.size_divisible, "dynamic_size": model.transform.keep_aspect, "outputs": ["boxes", "scores", "labels"],
         "opset": OPSET if fmt == "onnx" else None})
     return path
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``model.onnx`` → ``model.onnx.json`` (so an ONNX and a TorchScript export can share a folder)."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
 
 
 class _export_mode:
@@ -131,7 +147,7 @@ class ExportedDetector:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        sidecar = self.path.with_suffix(".json")
+        sidecar = sidecar_path(self.path)
         if not self.path.is_file() or not sidecar.is_file():
             raise DetectError("exported model or its .json sidecar not found; run tools/export.py first", self.path)
         self.meta = json.loads(sidecar.read_text())

@@ -3,10 +3,14 @@
 Tolerances (after matching each detection to the same-label one with the nearest box): counts
 and labels equal, boxes within 1e-3 px, scores within 1e-4. The models are untrained (seeded)
 with a zero score threshold, so every image yields many detections of all classes to compare.
+Faster R-CNN's ``pre_nms_top_n_test`` lies between the anchor counts of the square and of the
+elongated test image, so both sides of ``min(k, anchors)`` run in the exported graph; and a
+model traced on an image where it detects nothing must still detect on the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,7 +18,7 @@ import torch
 
 from detect.config import load_config
 from detect.errors import ConfigError, DetectError
-from detect.export import ExportedDetector, compare_with_pytorch, export
+from detect.export import ExportedDetector, compare_with_pytorch, export, sidecar_path
 from detect.models import build_detector
 from tests.models import test_faster_rcnn, test_yolo
 from tests.models.helpers import tiny_batch
@@ -23,7 +27,7 @@ pytest.importorskip("onnxruntime")
 
 NUM_CLASSES = 8
 MODELS = {
-    "faster_rcnn": lambda: test_faster_rcnn.tiny_config().model,
+    "faster_rcnn": lambda: load_config(None, test_faster_rcnn.TINY + ["model.rpn.pre_nms_top_n_test=1000"]).model,
     "yolo": lambda: load_config(None, ["model.name=yolo", "model.input_size=128", "model.backbone.name=small",
                                        "model.yolo.grid_size=4", "model.yolo.conv_channels=[32]",
                                        "model.yolo.hidden_dim=64", "model.yolo.score_threshold=0.0"]).model,
@@ -41,7 +45,8 @@ def untrained(name):
 def images():
     squares, _ = tiny_batch(3, size=128, seed=5)
     generator = torch.Generator().manual_seed(1)
-    return squares + [torch.rand(3, 96, 150, generator=generator), torch.rand(3, 170, 64, generator=generator)]
+    # 128² → 16 × 16 × 9 = 2304 anchors; 200 × 30 → 128 × 19, padded 128 × 32 → 576 anchors
+    return squares + [torch.rand(3, 96, 150, generator=generator), torch.rand(3, 200, 30, generator=generator)]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -49,7 +54,7 @@ def images():
 def test_exported_model_gives_pytorch_detections(tmp_path, name, fmt):
     model = untrained(name)
     path = export(model, name, [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / f"model.{fmt}", fmt)
-    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar = json.loads(sidecar_path(path).read_text())
     assert sidecar["class_names"][3] == "c3" and sidecar["keep_aspect"] == (name == "faster_rcnn")
     exported = ExportedDetector(path)
     report = compare_with_pytorch(model, exported, images())
@@ -57,6 +62,27 @@ def test_exported_model_gives_pytorch_detections(tmp_path, name, fmt):
     assert report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report
     detections = exported.predict(images()[3])          # a non-square image: boxes in its own pixels
     assert (detections.boxes[:, 2] <= 150 + 1e-3).all() and (detections.boxes[:, 3] <= 96 + 1e-3).all()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_traced_on_an_image_without_detections(tmp_path, name):
+    model = untrained(name)
+    with torch.no_grad():   # untrained scores hardly depend on the image: spread them out
+        last = model.roi_head.cls_score if name == "faster_rcnn" else model.head.fc[-1]
+        last.weight.mul_(50)
+    candidates = [torch.zeros(3, 128, 128), *images()]
+    top = [float(model.predict([image])[0].scores.max()) for image in candidates]
+    order = sorted(range(len(top)), key=top.__getitem__)
+    traced, others = candidates[order[0]], [candidates[i] for i in order[1:]]
+    assert top[order[1]] > top[order[0]] + 2e-5
+    threshold = (top[order[0]] + top[order[1]]) / 2   # nothing on the traced image, something on the others
+    head = "config" if name == "yolo" else "roi_head"
+    holder = model if name == "yolo" else model.roi_head
+    holder.config = dataclasses.replace(holder.config, score_threshold=threshold)
+    assert len(model.predict([traced])[0].scores) == 0, head
+    path = export(model, name, [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / "model.onnx", example=traced)
+    report = compare_with_pytorch(model, ExportedDetector(path), others)
+    assert report["detections"] > 0 and report["same"] and report["box"] < 1e-3, report
 
 
 def test_export_refuses_proposal_detectors_and_unknown_formats(tmp_path):

@@ -41,11 +41,11 @@ def predict_dataset(model: nn.Module, dataset: DetectionDataset, device: torch.d
             results[target["image_id"]] = {"boxes": det.boxes.float().cpu().numpy(),
                                            "scores": det.scores.float().cpu().numpy(),
                                            "labels": det.labels.cpu().numpy()}
-    if ctx.enabled:
+    if ctx.enabled:   # gathered, then put back in the dataset's order (evaluation breaks ties by order)
         merged: dict[str, dict[str, np.ndarray]] = {}
         for part in all_gather_objects(results):
             merged.update(part)
-        results = merged
+        results = {a.image_id: merged[a.image_id] for a in dataset.dataset.annotations if a.image_id in merged}
     return results
 
 

@@ -242,10 +242,11 @@ def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None 
     features_set.proposals = trainer.train_set.proposals
     cache = FeatureCache(config.model.rcnn.feature_cache_dir, model, config)
     cache.ensure(model, features_set, trainer.device, config.data.num_workers, progress)
-    if not trainer.is_main:  # stages 3-4 are single-process (liblinear); rank 0 runs them
-        return distributed.broadcast_object(None)
-    summary = _train_svms_and_evaluate(config, trainer, model, features_set, cache, progress, started)
-    return distributed.broadcast_object(summary)
+    if not trainer.is_main:
+        # Stages 3-4 are single-process (liblinear) and may take longer than a collective's
+        # timeout: rank 0 runs them and the evaluation alone; the other processes are done.
+        return {"map": None, "stage": "svm on rank 0", "iterations": trainer.iteration}
+    return _train_svms_and_evaluate(config, trainer, model, features_set, cache, progress, started)
 
 
 def _train_svms_and_evaluate(config: Config, trainer: Trainer, model: RCNN, features_set: DetectionDataset,

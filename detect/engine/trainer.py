@@ -90,6 +90,13 @@ class EpochBatches(Sampler[list[int]]):
         return batches_per_epoch(self.size, self.batch_size, self.world_size) - self.start
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the training process, which saves ``last.pt`` at the
+    next iteration (torchrun and a terminal send the signal to the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _StopSignal:
     """Turns SIGINT/SIGTERM into a flag checked between iterations (a second signal aborts)."""
 
@@ -224,7 +231,7 @@ class Trainer:
         sampler = EpochBatches(len(self.train_set), self.config.train.batch_size, self.config.train.seed, epoch,
                                start_batch, self.dist.rank, self.dist.world_size)
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
-                          num_workers=self.config.data.num_workers,
+                          num_workers=self.config.data.num_workers, worker_init_fn=_ignore_stop_signals,
                           generator=torch.Generator().manual_seed(self.config.train.seed + epoch))
 
     def _interrupted(self, reason: str, history: TrainingLog) -> TrainingInterrupted:
@@ -272,7 +279,8 @@ class Trainer:
         if resume is not None:
             self.resume(resume)
         make_output_dir(self.output_dir)
-        atomic_write_text(self.output_dir / "config.yaml", dump_config(self.config))
+        if self.is_main:
+            atomic_write_text(self.output_dir / "config.yaml", dump_config(self.config))
         history = TrainingLog(self.output_dir, resume_iteration=self.iteration if resume else None,
                               tensorboard=self.tensorboard, enabled=self.is_main)
         per_epoch = self.iterations_per_epoch()
@@ -342,9 +350,13 @@ class Trainer:
             # each by share × ranks gives the gradient of the global batch's per-image mean.
             global_count = min(config.batch_size, len(self.train_set) - self.batch * config.batch_size)
             total_loss = total_loss * (len(images) * self.dist.world_size / global_count)
-        # Averaged over ranks (all agree on a NaN anywhere, and log the same values).
-        averaged = distributed.all_reduce_mean(torch.stack([value.detach().float() for value in losses.values()]))
-        values = {name: float(value) for name, value in zip(losses, averaged)}
+        stacked = torch.stack([value.detach().float() for value in losses.values()])
+        if self.dist.enabled:
+            # The global batch's per-image mean (shares weighted by size); every rank gets the same
+            # values, so all agree on a NaN anywhere and stop together.
+            sums = distributed.all_reduce_sum(torch.cat([stacked * len(images), stacked.new_tensor([len(images)])]))
+            stacked = sums[:-1] / sums[-1]
+        values = {name: float(value) for name, value in zip(losses, stacked)}
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise TrainingDiverged(

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from detect import distributed
 from detect.backbones import Backbone, build_backbone
 from detect.boxes import BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes, remove_small_boxes
 from detect.config import ModelConfig, RCNNConfig
@@ -104,8 +105,11 @@ class RCNN(Detector):
         chunk = self.config.crops_per_batch
         flat = torch.cat([torch.full((len(r),), i, device=images.device) for i, r in enumerate(regions)])
         boxes = torch.cat(regions) if regions else images.new_zeros((0, 4))
+        chunks = -(-len(boxes) // chunk)
+        if self.training:   # synchronised BatchNorm: every process must run the backbone equally often
+            chunks = distributed.max_over_ranks(chunks)
         outputs = []
-        for start in range(0, len(boxes), chunk):
+        for start in range(0, chunks * chunk, chunk):
             index, part = flat[start:start + chunk], boxes[start:start + chunk]
             per_image = [part[index == i] for i in range(len(regions))]
             outputs.append(self.feature(self.backbone.extract(self.warp(images, per_image))))

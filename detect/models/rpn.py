@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detect.anchors import AnchorGenerator
-from detect.boxes import BalancedSampler, BoxCoder, Matcher, box_iou, clip_boxes, nms, remove_small_boxes
+from detect.boxes import BalancedSampler, BoxCoder, Matcher, box_iou, clip_boxes, nms, remove_small_boxes, topk_count
 from detect.config import RPNConfig
 from detect.models.base import smooth_l1
 
@@ -87,7 +87,7 @@ class RegionProposalNetwork(nn.Module):
         post_nms = config.post_nms_top_n_train if self.training else config.post_nms_top_n_test
         proposals = []
         for scores, image_deltas, size in zip(objectness, deltas, image_sizes):
-            top = scores.topk(min(pre_nms, scores.numel())).indices
+            top = scores.topk(topk_count(scores, pre_nms)).indices
             boxes = clip_boxes(self.coder.decode(image_deltas[top], anchors[top]), size)
             scores = scores[top]
             keep = remove_small_boxes(boxes, config.min_size)

@@ -30,8 +30,10 @@ from detect.engine.trainer import EpochBatches, Trainer, batches_per_epoch
 from tests.engine.test_kill_resume import COMMON, DETECTORS
 
 ROOT = Path(__file__).resolve().parents[2]
-YOLO = [*COMMON, *DETECTORS["yolo"], "model.yolo.dropout=0.0", "train.batch_size=4", "train.epochs=1",
-        "data.builtin.num_trainval=12", "train.checkpoint_every=0", "train.eval_every=1"]
+# 11 images, global batch 3: batches of 3, 3, 3, 2 → rank shares 2/1 (unequal: the loss weighting
+# matters) and a last batch of 1/1.
+YOLO = [*COMMON, *DETECTORS["yolo"], "model.yolo.dropout=0.0", "train.batch_size=3", "train.epochs=1",
+        "data.builtin.num_trainval=11", "train.checkpoint_every=0", "train.eval_every=1"]
 
 
 def free_port() -> int:
@@ -60,7 +62,7 @@ def _rank_main(rank: int, world_size: int, port: int, tmp_path: Path) -> None:
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     single = Trainer(yolo_config(tmp_path, "single"), progress=False, tensorboard=False)
     single_summary = single.fit()
-    assert single_summary["iterations"] == 3     # 12 images, global batch 4
+    assert single_summary["iterations"] == 4
     mp.start_processes(_rank_main, args=(2, free_port(), tmp_path), nprocs=2, join=True, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     expected = single.model.state_dict()
@@ -74,7 +76,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     assert ranks[0]["map"] == ranks[1]["map"]                      # evaluation gathered, same on all ranks
     assert abs(ranks[0]["map"] - single_summary["map"]) < 1e-6
     checkpoint = load_checkpoint(tmp_path / "ddp" / "last.pt")     # written once, by rank 0
-    assert len(checkpoint["rng_per_rank"]) == 2 and checkpoint["iteration"] == 3
+    assert len(checkpoint["rng_per_rank"]) == 2 and checkpoint["iteration"] == 4
 
 
 def test_batches_are_split_into_contiguous_shares_of_the_single_process_batches():
@@ -91,13 +93,52 @@ def test_batches_are_split_into_contiguous_shares_of_the_single_process_batches(
     assert resumed == ranks[2][1:]
 
 
-def test_distributed_batchnorm_is_plain_batchnorm_in_one_process():
+def _batchnorm_rank(rank: int, world_size: int, port: int, tmp_path: Path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from detect import distributed
+
+    distributed.init_from_environment("cpu")
+    x, layers = _batchnorm_case()
+    mine = x[:3] if rank == 0 else x[3:]              # unequal shares: 3 and 1 images
+    results = []
+    for layer in layers:
+        synced = distributed.convert_batchnorm(torch.nn.Sequential(layer), torch.device("cpu"))
+        assert isinstance(synced[0], DistributedBatchNorm2d)
+        inputs = mine.clone().requires_grad_(True)
+        output = synced(inputs)
+        (output * torch.arange(output.numel()).view_as(output).sin()).sum().backward()   # grads reduced by hand below
+        grads = [inputs.grad] + [distributed.all_reduce_sum(p.grad) for p in synced.parameters()]
+        results.append({"output": output.detach(), "grads": grads, "state": synced[0].state_dict()})
+    torch.save(results, tmp_path / f"bn{rank}.pt")
+    distributed.shutdown()
+
+
+def _batchnorm_case():
     torch.manual_seed(0)
-    plain, synced = torch.nn.BatchNorm2d(3), DistributedBatchNorm2d(3)
-    synced.load_state_dict(plain.state_dict())
-    x = torch.randn(4, 3, 5, 5)
-    torch.testing.assert_close(synced(x), plain(x))
-    torch.testing.assert_close(synced.running_var, plain.running_var)
+    x = torch.randn(4, 3, 5, 5) * 0.5 + 100.0         # |mean| ≫ std: E[x²] − E[x]² would be off by ~1e-3
+    return x, [torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3, momentum=None)]
+
+
+def test_distributed_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
+    mp.start_processes(_batchnorm_rank, args=(2, free_port(), tmp_path), nprocs=2, join=True, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"bn{r}.pt") for r in range(2)]
+    x, layers = _batchnorm_case()
+    for index, layer in enumerate(layers):
+        inputs = x.clone().requires_grad_(True)
+        output = layer(inputs)
+        (torch.cat([output[:3] * torch.arange(output[:3].numel()).view_as(output[:3]).sin(),
+                    output[3:] * torch.arange(output[3:].numel()).view_as(output[3:]).sin()])).sum().backward()
+        got = torch.cat([ranks[0][index]["output"], ranks[1][index]["output"]])
+        torch.testing.assert_close(got, output.detach(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.cat([ranks[0][index]["grads"][0], ranks[1][index]["grads"][0]]), inputs.grad,
+                                   atol=1e-3, rtol=1e-3)
+        for mine, expected in zip(ranks[0][index]["grads"][1:], [p.grad for p in layer.parameters()]):
+            torch.testing.assert_close(mine, expected, atol=1e-3, rtol=1e-4)
+        for key, value in layer.state_dict().items():
+            torch.testing.assert_close(ranks[0][index]["state"][key], value, atol=1e-4, rtol=1e-4, msg=key)
+            torch.testing.assert_close(ranks[1][index]["state"][key], value, atol=1e-4, rtol=1e-4, msg=key)
 
 
 def test_torchrun_trains_faster_rcnn_with_two_processes(tmp_path):

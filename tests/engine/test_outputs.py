@@ -75,6 +75,26 @@ def test_resume_into_unwritable_or_full_directory(tmp_path, monkeypatch, error_n
     assert_untouched(run, before)
 
 
+def test_full_disk_at_the_checkpoint_keeps_the_earlier_one(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    before = trained_run(tmp_path, run)
+    real = detect.io.tempfile.mkstemp
+
+    def full_for_checkpoints(*args, **kwargs):
+        if kwargs.get("prefix", "").startswith(".last.pt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(detect.io.tempfile, "mkstemp", full_for_checkpoints)
+    trainer = Trainer(tiny_config(tmp_path, f"train.output_dir={run}", "train.epochs=2"),
+                      progress=False, tensorboard=False)
+    with pytest.raises(OutputError, match="No space left on device") as caught:
+        trainer.fit(resume=run / "last.pt")
+    assert str(run / "last.pt") in str(caught.value)
+    monkeypatch.undo()
+    assert_untouched(run, before, logs_may_grow=True)
+    assert load_checkpoint(run / "last.pt")["iteration"] == 4
+
+
 def test_output_directory_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")

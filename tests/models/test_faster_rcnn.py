@@ -13,12 +13,14 @@ from tests.models.helpers import found_every_object, negative_target, overfit, t
 NUM_CLASSES = 8
 
 
-def tiny_config():
-    return load_config(None, [
-        "model.input_size=128", "model.backbone.name=small", "model.anchors.sizes=[16,40,96]",
+TINY = ["model.input_size=128", "model.backbone.name=small", "model.anchors.sizes=[16,40,96]",
         "model.rpn.min_size=2", "model.rpn.pre_nms_top_n_train=600", "model.rpn.post_nms_top_n_train=200",
         "model.rpn.pre_nms_top_n_test=600", "model.rpn.post_nms_top_n_test=100",
-        "model.roi_head.hidden_dim=128", "model.roi_head.batch_size_per_image=64"])
+        "model.roi_head.hidden_dim=128", "model.roi_head.batch_size_per_image=64"]
+
+
+def tiny_config():
+    return load_config(None, TINY)
 
 
 def test_contract_and_negatives():
