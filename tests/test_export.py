@@ -57,7 +57,7 @@ def test_exported_model_gives_pytorch_detections(tmp_path, name, fmt):
     sidecar = json.loads(sidecar_path(path).read_text())
     assert sidecar["class_names"][3] == "c3" and sidecar["keep_aspect"] == (name == "faster_rcnn")
     exported = ExportedDetector(path)
-    report = compare_with_pytorch(model, exported, images())
+    report = compare_with_pytorch(model, exported, images(), score_tolerance=0.0)
     assert report["detections"] > 50
     assert report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report
     detections = exported.predict(images()[3])          # a non-square image: boxes in its own pixels
@@ -81,7 +81,7 @@ def test_traced_on_an_image_without_detections(tmp_path, name):
     holder.config = dataclasses.replace(holder.config, score_threshold=threshold)
     assert len(model.predict([traced])[0].scores) == 0, head
     path = export(model, name, [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / "model.onnx", example=traced)
-    report = compare_with_pytorch(model, ExportedDetector(path), others)
+    report = compare_with_pytorch(model, ExportedDetector(path), others, score_tolerance=0.0)
     assert report["detections"] > 0 and report["same"] and report["box"] < 1e-3, report
 
 
@@ -96,3 +96,15 @@ def test_export_refuses_proposal_detectors_and_unknown_formats(tmp_path):
 def test_missing_export_is_one_line(tmp_path):
     with pytest.raises(DetectError, match="run tools/export.py first"):
         ExportedDetector(tmp_path / "absent.onnx")
+
+
+def test_yolo_grid_that_does_not_divide_the_feature_map(tmp_path):
+    # 128 px → stride-8 features 16², one stride-2 conv → 8², pooled to a 3 × 3 grid (8 = 3 + 3 + 2)
+    torch.manual_seed(0)
+    config = load_config(None, ["model.name=yolo", "model.input_size=128", "model.backbone.name=small",
+                                "model.yolo.grid_size=3", "model.yolo.conv_channels=[32]",
+                                "model.yolo.hidden_dim=64", "model.yolo.score_threshold=0.0"]).model
+    model = build_detector(config, NUM_CLASSES).eval()
+    path = export(model, "yolo", [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / "model.onnx")
+    report = compare_with_pytorch(model, ExportedDetector(path), images(), score_tolerance=0.0)
+    assert report["detections"] > 20 and report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report

@@ -48,8 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"exported {config.model.name} to {path} (contract: {sidecar_path(path)})")
     if args.check_images:
         report = compare_with_pytorch(model, ExportedDetector(path), images[: args.check_images])
-        print(f"check on {args.check_images} test images: PyTorch {report['detections']} detections; exported: same "
-              f"count and labels {report['same']}, max |Δbox| {report['box']:.2e} px, max |Δscore| {report['score']:.2e}")
+        print(f"check on {args.check_images} test images: PyTorch {report['detections']} detections; exported: all "
+              f"matched with the same label {report['same']} ({report['boundary']} at the score threshold), "
+              f"max |Δbox| {report['box']:.2e} px, max |Δscore| {report['score']:.2e}")
         if report["detections"] == 0:
             print("warning: PyTorch detected nothing on these images, so the check shows little", file=sys.stderr)
         return 0 if report["same"] else 1

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detect import boxes as box_ops
 from detect.backbones import Backbone, build_backbone
 from detect.boxes import batched_nms, box_cxcywh_to_xyxy, clip_boxes, elementwise_box_iou
 from detect.config import ModelConfig, YOLOConfig
@@ -56,6 +57,15 @@ from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
 
 #: Per-box fields of the output, in order.
 BOX_FIELDS = ("x", "y", "sqrt_w", "sqrt_h", "confidence")
+
+
+def _window_matrix(size: int, cells: int) -> Tensor:
+    """[cells, size]: row i averages adaptive pooling's window i of a length-``size`` axis."""
+    matrix = torch.zeros(cells, size)
+    for i in range(cells):
+        start, end = (i * size) // cells, -(-((i + 1) * size) // cells)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
 
 
 class GridPool(nn.Module):
@@ -70,7 +80,13 @@ class GridPool(nn.Module):
         height, width = int(features.shape[-2]), int(features.shape[-1])   # constants when traced
         if height % self.grid_size == 0 and width % self.grid_size == 0:
             return F.avg_pool2d(features, (height // self.grid_size, width // self.grid_size))
-        return F.adaptive_avg_pool2d(features, self.grid_size)
+        if not box_ops.EXPORTING:
+            return F.adaptive_avg_pool2d(features, self.grid_size)
+        # ONNX has no adaptive pooling to a size that does not divide the input: the same windows
+        # (rows floor(i·H/S) … ceil((i+1)·H/S)) as averaging matrices, P_h · X · P_wᵀ.
+        rows = _window_matrix(height, self.grid_size).to(features)
+        columns = _window_matrix(width, self.grid_size).to(features)
+        return torch.einsum("ih,nchw,jw->ncij", rows, features, columns)
 
 
 class YOLOHead(nn.Module):
