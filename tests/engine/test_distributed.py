@@ -56,6 +56,7 @@ def _rank_main(rank: int, world_size: int, port: int, tmp_path: Path) -> None:
     trainer = Trainer(yolo_config(tmp_path, "ddp"), progress=False, tensorboard=False)
     summary = trainer.fit()
     torch.save({"model": trainer.model.state_dict(), "map": summary["map"]}, tmp_path / f"rank{rank}.pt")
+    distributed.barrier()   # nobody leaves the group while another rank still talks to it
     distributed.shutdown()
 
 
@@ -112,6 +113,7 @@ def _batchnorm_rank(rank: int, world_size: int, port: int, tmp_path: Path) -> No
         grads = [inputs.grad] + [distributed.all_reduce_sum(p.grad) for p in synced.parameters()]
         results.append({"output": output.detach(), "grads": grads, "state": synced[0].state_dict()})
     torch.save(results, tmp_path / f"bn{rank}.pt")
+    distributed.barrier()
     distributed.shutdown()
 
 
