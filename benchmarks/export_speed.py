@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from detect.benchmarking import time_inference
+from detect.benchmarking import add_timing_arguments, apply_threads, time_inference
 from detect.config import DataConfig
 from detect.data.build import load_split
 from detect.data.transforms import TestTransforms
@@ -29,15 +29,10 @@ from detect.export import ExportedDetector, compare_with_pytorch, export
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--data", default="builtin")
-    parser.add_argument("--split", default="test")
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    parser.add_argument("--images", type=int, default=30, help="images timed (all are compared)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    add_timing_arguments(parser)   # --images are timed; every image of the split is compared
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     model, checkpoint = load_detector(args.checkpoint, "cpu")
     name = checkpoint_config(checkpoint, args.checkpoint).model.name
     dataset = load_split(DataConfig(dataset=args.data), args.split, TestTransforms(), class_names=checkpoint["class_names"])

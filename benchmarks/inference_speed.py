@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from detect.benchmarking import time_inference, time_proposals
+from detect.benchmarking import add_timing_arguments, apply_threads, time_inference, time_proposals
 from detect.config import DataConfig
 from detect.data.build import load_split
 from detect.data.transforms import TestTransforms
@@ -27,14 +27,9 @@ from detect.proposals.cache import attach_proposals
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", default="builtin")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--images", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    add_timing_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     model, checkpoint = load_detector(args.checkpoint, "cpu")
     dataset = load_split(DataConfig(dataset=args.data), args.split, TestTransforms(), class_names=checkpoint["class_names"])
     proposal_timing = None

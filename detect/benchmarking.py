@@ -30,6 +30,20 @@ class Timing:
                    float(np.percentile(values, 90)), len(milliseconds))
 
 
+def add_timing_arguments(parser, images: int = 30) -> None:
+    """The options every per-image timing script shares: split, image counts and threads."""
+    parser.add_argument("--data", default="builtin")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--images", type=int, default=images, help="images timed")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+
+
+def apply_threads(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
 @torch.no_grad()
 def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: int = 30, warmup: int = 5,
                    device: str | torch.device = "cpu", predict: Callable[[torch.Tensor], object] | None = None

@@ -140,13 +140,11 @@ def all_reduce_sum(values: Tensor) -> Tensor:
     return values
 
 
-def max_over_ranks(value: int) -> int:
-    """The largest ``value`` of all ranks."""
+def max_over_ranks(value: int, device: torch.device | str = "cpu") -> int:
+    """The largest ``value`` of all ranks (``device``: this process's, a GPU under NCCL)."""
     if not context().enabled:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor.item())
 

@@ -107,7 +107,7 @@ class RCNN(Detector):
         boxes = torch.cat(regions) if regions else images.new_zeros((0, 4))
         chunks = -(-len(boxes) // chunk)
         if self.training:   # synchronised BatchNorm: every process must run the backbone equally often
-            chunks = distributed.max_over_ranks(chunks)
+            chunks = distributed.max_over_ranks(chunks, images.device)
         outputs = []
         for start in range(0, chunks * chunk, chunk):
             index, part = flat[start:start + chunk], boxes[start:start + chunk]
