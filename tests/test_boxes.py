@@ -116,3 +116,23 @@ def test_sampler_respects_fraction_and_batch():
     assert positive.numel() == 16 and negative.numel() == 48
     positive, negative = BalancedSampler(64, 0.25)(torch.tensor([Matcher.IGNORE] * 10))
     assert positive.numel() == 0 and negative.numel() == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nms_with_max_keep_equals_the_truncated_full_result(seed):
+    generator = torch.Generator().manual_seed(seed)
+    corners = torch.rand(600, 2, generator=generator) * 200
+    boxes = torch.cat([corners, corners + 5 + torch.rand(600, 2, generator=generator) * 80], dim=1)
+    scores = (torch.rand(600, generator=generator) * 20).round() / 20      # many exact ties
+    labels = torch.randint(0, 3, (600,), generator=generator)
+    for threshold in (0.3, 0.7):
+        full = nms(boxes, scores, threshold)
+        full_batched = batched_nms(boxes, scores, labels, threshold)
+        for max_keep in (1, 7, 50, 200, 599, 1000):
+            assert torch.equal(nms(boxes, scores, threshold, max_keep=max_keep), full[:max_keep])
+            assert torch.equal(batched_nms(boxes, scores, labels, threshold, max_keep=max_keep),
+                               full_batched[:max_keep])
+    # Heavy suppression: the prefix has to grow several times before enough boxes survive.
+    stacked = torch.tensor([[0.0, 0.0, 10.0, 10.0]]).repeat(300, 1)
+    stacked[-3:] += torch.tensor([[100.0, 0.0, 100.0, 0.0]])
+    assert nms(stacked, torch.linspace(1, 0, 300), 0.5, max_keep=2).tolist() == [0, 297]

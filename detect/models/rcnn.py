@@ -163,7 +163,7 @@ class RCNN(Detector):
                 features.split([len(p) for p in proposals]), batch.image_sizes):
             region, label = torch.nonzero(image_scores > config.score_threshold, as_tuple=True)
             boxes, kept_scores = image_boxes[region], image_scores[region, label]
-            keep = batched_nms(boxes, kept_scores, label, config.nms_iou)[: config.detections_per_image]
+            keep = batched_nms(boxes, kept_scores, label, config.nms_iou, max_keep=config.detections_per_image)
             region, label, boxes, kept_scores = region[keep], label[keep], boxes[keep], kept_scores[keep]
             if bool(self.regressor_trained) and len(region):
                 boxes = self.regress(image_features[region], boxes, label)

@@ -92,7 +92,7 @@ class RegionProposalNetwork(nn.Module):
             scores = scores[top]
             keep = remove_small_boxes(boxes, config.min_size)
             boxes, scores = boxes[keep], scores[keep]
-            keep = nms(boxes, scores, config.nms_iou)[:post_nms]
+            keep = nms(boxes, scores, config.nms_iou, max_keep=post_nms)
             proposals.append(boxes[keep])
         return proposals
 

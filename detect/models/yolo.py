@@ -243,7 +243,7 @@ def decode_predictions(predictions: Tensor, image_size: tuple[int, int], boxes_p
     scores = scores.reshape(-1, num_classes)
     box_index, labels = torch.nonzero(scores > score_threshold, as_tuple=True)
     boxes, scores = boxes[box_index], scores[box_index, labels]
-    keep = batched_nms(boxes, scores, labels, nms_iou)[:max_detections]
+    keep = batched_nms(boxes, scores, labels, nms_iou, max_keep=max_detections)
     return Detections(boxes[keep], scores[keep], labels[keep])
 
 

@@ -1,0 +1,48 @@
+"""The separable RoIAlign used in training equals torchvision's kernel, values and gradients."""
+
+import pytest
+import torch
+from torchvision.ops import roi_align
+
+from detect.models.roi_head import RoIPooler, separable_roi_align
+
+
+def _regions(generator, counts, extent):
+    boxes = []
+    for count in counts:
+        corner = torch.rand(count, 2, generator=generator, dtype=torch.float64) * (extent + 40) - 20
+        size = torch.rand(count, 2, generator=generator, dtype=torch.float64) * extent * 0.8
+        if count:
+            size[0] = 0.0                       # an empty region
+            corner[-1] = torch.tensor([-30.0, extent - 5.0], dtype=torch.float64)  # mostly outside
+        boxes.append(torch.cat([corner, corner + size], dim=1))
+    return boxes
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 1, 2, 3])
+def test_separable_roi_align_matches_torchvision(sampling_ratio):
+    generator = torch.Generator().manual_seed(sampling_ratio)
+    features = torch.randn(3, 4, 11, 15, generator=generator, dtype=torch.float64, requires_grad=True)
+    boxes = _regions(generator, (6, 0, 9), extent=110)
+    expected = roi_align(features, boxes, 5, 1 / 8, sampling_ratio=sampling_ratio, aligned=True)
+    # A small chunk size exercises the chunked path too.
+    actual = separable_roi_align(features, boxes, 5, 1 / 8, sampling_ratio, max_elements=200)
+    assert actual.shape == expected.shape == (15, 4, 5, 5)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
+    upstream = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    grad_expected, = torch.autograd.grad((expected * upstream).sum(), features)
+    grad_actual, = torch.autograd.grad((actual * upstream).sum(), features)
+    torch.testing.assert_close(grad_actual, grad_expected, rtol=0, atol=1e-12)
+
+
+def test_pooler_uses_the_same_values_with_and_without_gradients():
+    generator = torch.Generator().manual_seed(0)
+    pooler = RoIPooler(7, 8)
+    features = torch.randn(2, 8, 16, 16, generator=generator)
+    boxes = [b.float() for b in _regions(generator, (5, 3), extent=128)]
+    inference = pooler(features, boxes)
+    training = pooler(features.clone().requires_grad_(), boxes)
+    assert training.requires_grad
+    torch.testing.assert_close(training.detach(), inference, rtol=1e-5, atol=1e-5)
+    empty = pooler(features.clone().requires_grad_(), [torch.zeros(0, 4), torch.zeros(0, 4)])
+    assert empty.shape == (0, 8, 7, 7)
