@@ -20,7 +20,7 @@ from torchvision import ops
 __all__ = [
     "box_area", "box_iou", "elementwise_box_iou", "nms", "batched_nms", "clip_boxes",
     "remove_small_boxes", "box_xyxy_to_cxcywh", "box_cxcywh_to_xyxy", "BoxCoder", "Matcher",
-    "BalancedSampler",
+    "BalancedSampler", "sampling_generator",
 ]
 
 
@@ -318,3 +318,19 @@ class BalancedSampler:
         pick_positive = torch.randperm(positive.numel(), generator=generator, device="cpu")[:num_positive]
         pick_negative = torch.randperm(negative.numel(), generator=generator, device="cpu")[:num_negative]
         return positive[pick_positive.to(device)], negative[pick_negative.to(device)]
+
+
+def sampling_generator(target: dict, stream: int) -> torch.Generator | None:
+    """The random generator for one image's minibatch sampling, or None (the global generator).
+
+    Datasets give every training sample a ``seed`` (its augmentation seed, a function of the
+    training seed, the epoch and the sample index). Sampling anchors and regions from a generator
+    seeded by it and by ``stream`` (one per sampler: RPN, RoI head, ...) makes the sampled
+    minibatch a property of the image rather than of the process that trains on it: a run on two
+    processes samples what a one-process run samples, and a resumed run what the uninterrupted
+    one did. Targets without a seed (hand-built ones) use the global generator.
+    """
+    seed = target.get("seed")
+    if seed is None:
+        return None
+    return torch.Generator().manual_seed(int(seed) + (stream << 32))

@@ -171,8 +171,14 @@ class DetectionDataset:
         return sample
 
     def __getitem__(self, index: int) -> dict:
+        """Sample ``index`` after the transforms, with its ``seed`` (see :meth:`sample_seed`): the
+        augmentation's, and the one the detectors' minibatch samplers derive theirs from."""
+        seed = self.sample_seed(index)
         sample = self.load(index)
-        return sample if self.transforms is None else self.transforms(sample, seed=self.sample_seed(index))
+        if self.transforms is not None:
+            sample = self.transforms(sample, seed=seed)
+        sample["seed"] = seed
+        return sample
 
     def ground_truth(self) -> dict[str, dict[str, np.ndarray]]:
         """Ground truth for evaluation: ``{image_id: {"boxes", "labels", "difficult"}}`` (no pixels read)."""

@@ -128,7 +128,8 @@ def collate(samples: list[dict]) -> tuple[list[torch.Tensor], list[dict]]:
     Returns:
         images: list of float tensors ``[3, H_i, W_i]``;
         targets: list of dicts with ``boxes`` (float32[N_i, 4], x1 y1 x2 y2 pixels),
-        ``labels`` (int64[N_i]), ``difficult`` (bool[N_i]) and ``image_id`` (str).
+        ``labels`` (int64[N_i]), ``difficult`` (bool[N_i]), ``image_id`` (str) and, from a dataset,
+        ``seed`` (int, see :meth:`detect.data.dataset.DetectionDataset.__getitem__`).
     """
     images = [sample["image"] for sample in samples]
     targets = [{key: value for key, value in sample.items() if key != "image"} for sample in samples]

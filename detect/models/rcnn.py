@@ -34,7 +34,8 @@ from torchvision.ops import roi_align
 
 from detect import distributed
 from detect.backbones import Backbone, build_backbone
-from detect.boxes import BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes, remove_small_boxes
+from detect.boxes import (BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes, remove_small_boxes,
+                          sampling_generator)
 from detect.config import ModelConfig, RCNNConfig
 from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
 from detect.proposals.selective_search import SelectiveSearchConfig
@@ -49,6 +50,10 @@ def context_boxes(boxes: Tensor, crop_size: int, context_pad: int) -> Tensor:
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) / 2 * (crop_size / inner)
     return torch.cat([centre - half, centre + half], dim=1)
+
+
+#: Stream of this module's minibatch sampling in :func:`detect.boxes.sampling_generator`.
+SAMPLING_STREAM = 3
 
 
 class RCNN(Detector):
@@ -128,7 +133,7 @@ class RCNN(Detector):
             gt_boxes = target["boxes"]
             candidates = torch.cat([target["proposals"][: self.config.max_proposals], gt_boxes])
             matches = self.matcher(box_iou(gt_boxes, candidates))
-            positive, negative = self.sampler(matches)
+            positive, negative = self.sampler(matches, sampling_generator(target, SAMPLING_STREAM))
             regions.append(candidates[torch.cat([positive, negative])])
             image_labels = torch.zeros(len(positive) + len(negative), dtype=torch.int64, device=gt_boxes.device)
             image_labels[: len(positive)] = target["labels"][matches[positive]] + 1

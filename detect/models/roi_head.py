@@ -22,9 +22,13 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
 from detect.boxes import (BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes,
-                          remove_small_boxes)
+                          remove_small_boxes, sampling_generator)
 from detect.config import RoIHeadConfig
 from detect.models.base import Detections, smooth_l1
+
+
+#: Stream of this module's minibatch sampling in :func:`detect.boxes.sampling_generator`.
+SAMPLING_STREAM = 2
 
 
 class RoIPooler(nn.Module):
@@ -192,7 +196,7 @@ class RoIHead(nn.Module):
             gt_boxes, gt_labels = target["boxes"], target["labels"]
             regions = torch.cat([regions, gt_boxes.to(regions.dtype)])
             matches = self.matcher(box_iou(gt_boxes, regions))
-            positive, negative = self.sampler(matches)
+            positive, negative = self.sampler(matches, sampling_generator(target, SAMPLING_STREAM))
             chosen = torch.cat([positive, negative])
             labels = torch.zeros(chosen.numel(), dtype=torch.int64, device=regions.device)
             labels[: positive.numel()] = gt_labels[matches[positive]] + 1

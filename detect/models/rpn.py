@@ -16,9 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detect.anchors import AnchorGenerator
-from detect.boxes import BalancedSampler, BoxCoder, Matcher, box_iou, clip_boxes, nms, remove_small_boxes, topk_count
+from detect.boxes import (BalancedSampler, BoxCoder, Matcher, box_iou, clip_boxes, nms, remove_small_boxes,
+                          sampling_generator, topk_count)
 from detect.config import RPNConfig
 from detect.models.base import smooth_l1
+
+
+#: Stream of this module's minibatch sampling in :func:`detect.boxes.sampling_generator`.
+SAMPLING_STREAM = 1
 
 
 class RPNHead(nn.Module):
@@ -103,7 +108,7 @@ class RegionProposalNetwork(nn.Module):
         for image_objectness, image_deltas, target in zip(objectness, deltas, targets):
             gt_boxes = target["boxes"]
             matches = self.matcher(box_iou(gt_boxes, anchors))
-            positive, negative = self.sampler(matches)
+            positive, negative = self.sampler(matches, sampling_generator(target, SAMPLING_STREAM))
             sampled_logits.append(torch.cat([image_objectness[positive], image_objectness[negative]]))
             sampled_labels.append(torch.cat([torch.ones_like(positive), torch.zeros_like(negative)]).float())
             positive_deltas.append(image_deltas[positive])

@@ -5,10 +5,9 @@ gradient); against the single-process run they agree to 1e-5 absolute + 1e-4 rel
 difference being float summation order (all-reduce of per-rank gradient sums, BatchNorm
 statistics from per-rank sums) over a few iterations.
 
-YOLO with dropout off is the detector compared exactly: nothing in its training step is random.
-Faster R-CNN samples anchors and RoIs at random, and each rank has its own random stream, so
-its two-process run matches a one-process run in distribution, not bit for bit; the torchrun
-test checks that the launcher path trains and writes one checkpoint.
+Compared: YOLO with dropout off, and Faster R-CNN, whose anchor and RoI sampling draws from a
+generator seeded per image (:func:`detect.boxes.sampling_generator`), so that both runs sample
+the same minibatches whatever process trains on an image.
 """
 
 from __future__ import annotations
@@ -32,8 +31,10 @@ from tests.engine.test_kill_resume import COMMON, DETECTORS
 ROOT = Path(__file__).resolve().parents[2]
 # 11 images, global batch 3: batches of 3, 3, 3, 2 → rank shares 2/1 (unequal: the loss weighting
 # matters) and a last batch of 1/1.
-YOLO = [*COMMON, *DETECTORS["yolo"], "model.yolo.dropout=0.0", "train.batch_size=3", "train.epochs=1",
-        "data.builtin.num_trainval=11", "train.checkpoint_every=0", "train.eval_every=1"]
+RUN = ["train.batch_size=3", "train.epochs=1", "data.builtin.num_trainval=11", "train.checkpoint_every=0",
+       "train.eval_every=1"]
+COMPARED = {"yolo": [*COMMON, *DETECTORS["yolo"], "model.yolo.dropout=0.0", *RUN],
+            "faster_rcnn": [*COMMON, *DETECTORS["faster_rcnn"], *RUN]}
 
 
 def free_port() -> int:
@@ -42,29 +43,31 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def yolo_config(tmp_path: Path, run: str):
-    return load_config(None, [f"data.builtin_root={tmp_path / 'shapes'}", *YOLO, f"train.output_dir={tmp_path / run}"])
+def run_config(tmp_path: Path, name: str, run: str):
+    return load_config(None, [f"data.builtin_root={tmp_path / 'shapes'}", *COMPARED[name],
+                              f"train.output_dir={tmp_path / run}"])
 
 
-def _rank_main(rank: int, world_size: int, port: int, tmp_path: Path) -> None:
+def _rank_main(rank: int, world_size: int, port: int, tmp_path: Path, name: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from detect import distributed
 
     distributed.init_from_environment("cpu")
-    trainer = Trainer(yolo_config(tmp_path, "ddp"), progress=False, tensorboard=False)
+    trainer = Trainer(run_config(tmp_path, name, "ddp"), progress=False, tensorboard=False)
     summary = trainer.fit()
     torch.save({"model": trainer.model.state_dict(), "map": summary["map"]}, tmp_path / f"rank{rank}.pt")
     distributed.barrier()   # nobody leaves the group while another rank still talks to it
     distributed.shutdown()
 
 
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    single = Trainer(yolo_config(tmp_path, "single"), progress=False, tensorboard=False)
+@pytest.mark.parametrize("name", sorted(COMPARED))
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, name):
+    single = Trainer(run_config(tmp_path, name, "single"), progress=False, tensorboard=False)
     single_summary = single.fit()
     assert single_summary["iterations"] == 4
-    mp.start_processes(_rank_main, args=(2, free_port(), tmp_path), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_rank_main, args=(2, free_port(), tmp_path, name), nprocs=2, join=True, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     expected = single.model.state_dict()
     assert ranks[0]["model"].keys() == expected.keys()
@@ -162,7 +165,7 @@ def test_global_batch_smaller_than_the_number_of_processes_is_refused(tmp_path, 
     from detect.errors import ConfigError
 
     monkeypatch.setattr(distributed, "context", lambda: distributed.DistributedContext(0, 2, 0))
-    config = load_config(None, [f"data.builtin_root={tmp_path / 'shapes'}", *YOLO, "train.batch_size=1",
+    config = load_config(None, [f"data.builtin_root={tmp_path / 'shapes'}", *COMPARED["yolo"], "train.batch_size=1",
                                 f"train.output_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError, match="global batch and must be at least the number of processes"):
         Trainer(config, progress=False, tensorboard=False)
