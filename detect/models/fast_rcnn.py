@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from detect.backbones import Backbone, build_backbone
+from detect.backbones import Backbone, backbone_from_config
 from detect.config import ModelConfig
 from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
 from detect.models.roi_head import RoIHead
@@ -60,7 +60,7 @@ class FastRCNN(Detector):
 
 
 def build_fast_rcnn(config: ModelConfig, num_classes: int) -> FastRCNN:
-    backbone = build_backbone(config.backbone.name, config.backbone.weights, config.backbone.frozen_stages)
+    backbone = backbone_from_config(config.backbone)
     roi_head = RoIHead(backbone.out_channels, backbone.stride, num_classes, config.roi_head)
     return FastRCNN(backbone, roi_head, ImageTransform(config.input_size, size_divisible=backbone.stride),
                     config.proposals.selective_search)

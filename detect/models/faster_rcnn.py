@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from detect.anchors import AnchorGenerator
-from detect.backbones import Backbone, build_backbone
+from detect.backbones import Backbone, backbone_from_config
 from detect.config import ModelConfig
 from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
 from detect.models.roi_head import RoIHead
@@ -47,7 +47,7 @@ class FasterRCNN(Detector):
 
 
 def build_faster_rcnn(config: ModelConfig, num_classes: int) -> FasterRCNN:
-    backbone = build_backbone(config.backbone.name, config.backbone.weights, config.backbone.frozen_stages)
+    backbone = backbone_from_config(config.backbone)
     anchors = AnchorGenerator(config.anchors.sizes, config.anchors.aspect_ratios, backbone.stride)
     rpn = RegionProposalNetwork(backbone.out_channels, anchors, config.rpn)
     roi_head = RoIHead(backbone.out_channels, backbone.stride, num_classes, config.roi_head)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from detect import distributed
-from detect.backbones import Backbone, build_backbone
+from detect.backbones import Backbone, backbone_from_config
 from detect.boxes import (BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes, remove_small_boxes,
                           sampling_generator)
 from detect.config import ModelConfig, RCNNConfig
@@ -179,6 +179,6 @@ class RCNN(Detector):
 
 
 def build_rcnn(config: ModelConfig, num_classes: int) -> RCNN:
-    backbone = build_backbone(config.backbone.name, config.backbone.weights, config.backbone.frozen_stages)
+    backbone = backbone_from_config(config.backbone)
     return RCNN(backbone, num_classes, config.rcnn, ImageTransform(config.input_size, size_divisible=backbone.stride),
                 config.proposals.selective_search)

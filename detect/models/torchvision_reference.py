@@ -24,7 +24,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as Torchvi
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from detect.backbones import build_backbone
+from detect.backbones import backbone_from_config
 from detect.config import ModelConfig
 from detect.models.base import Detections, Detector
 
@@ -56,7 +56,7 @@ class TorchvisionReference(Detector):
 
 
 def build_torchvision_faster_rcnn(config: ModelConfig, num_classes: int) -> TorchvisionReference:
-    backbone = build_backbone(config.backbone.name, config.backbone.weights, config.backbone.frozen_stages)
+    backbone = backbone_from_config(config.backbone)
     rpn, roi = config.rpn, config.roi_head
     model = TorchvisionFasterRCNN(
         backbone, num_classes=None,

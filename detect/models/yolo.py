@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detect import boxes as box_ops
-from detect.backbones import Backbone, build_backbone
+from detect.backbones import Backbone, backbone_from_config
 from detect.boxes import batched_nms, box_cxcywh_to_xyxy, clip_boxes, elementwise_box_iou
 from detect.config import ModelConfig, YOLOConfig
 from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
@@ -278,5 +278,5 @@ class YOLOv1(Detector):
 
 
 def build_yolo(config: ModelConfig, num_classes: int) -> YOLOv1:
-    backbone = build_backbone(config.backbone.name, config.backbone.weights, config.backbone.frozen_stages)
+    backbone = backbone_from_config(config.backbone)
     return YOLOv1(backbone, num_classes, config.yolo, config.input_size)

@@ -1,0 +1,48 @@
+"""Backbones: output strides and channels, the stride-4 variant, freezing, and the errors users see."""
+
+import pytest
+import torch
+
+from detect.backbones import backbone_from_config, build_backbone
+from detect.config import BackboneConfig
+from detect.errors import CheckpointError, ConfigError
+
+
+@pytest.mark.parametrize("stride", [None, 8, 4])
+def test_small_backbone_output_stride_and_channels(stride):
+    backbone = build_backbone("small", stride=stride)
+    expected = stride or 8
+    assert backbone.stride == expected and backbone.out_channels == 96
+    for height, width in ((64, 96), (72, 56)):
+        features = backbone(torch.rand(2, 3, height, width))
+        assert features.shape == (2, 96, height // expected, width // expected)
+
+
+def test_stride_4_adds_only_the_fine_lateral_and_keeps_stride_8_weights_loadable():
+    coarse, fine = build_backbone("small"), build_backbone("small", stride=4)
+    extra = set(fine.state_dict()) - set(coarse.state_dict())
+    assert extra == {"lateral_fine.weight", "lateral_fine.bias"}
+    assert set(coarse.state_dict()) < set(fine.state_dict())
+
+
+def test_backbone_from_config_and_freezing():
+    backbone = backbone_from_config(BackboneConfig(name="small", frozen_stages=2, stride=4))
+    assert backbone.stride == 4
+    frozen = [all(not p.requires_grad for p in stage.parameters()) for stage in backbone.stages]
+    assert frozen == [True, True, False, False]
+
+
+def test_backbone_errors_name_the_setting(tmp_path):
+    with pytest.raises(ConfigError, match="unknown backbone 'tiny'"):
+        build_backbone("tiny")
+    with pytest.raises(ConfigError, match="stride 8 or 4, not 2"):
+        build_backbone("small", stride=2)
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        build_backbone("small", weights=tmp_path / "w.pth")
+    with pytest.raises(ConfigError, match="output stride is 16, not 8"):
+        build_backbone("resnet18", stride=8)
+    with pytest.raises(CheckpointError, match="weights file not found"):
+        build_backbone("resnet18", weights=tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a state dict")
+    with pytest.raises(CheckpointError, match="cannot read backbone weights"):
+        build_backbone("resnet18", weights=tmp_path / "junk.pth")
