@@ -168,6 +168,24 @@ def share(indices: list[int], rank: int, world_size: int) -> list[int]:
 # ---------------------------------------------------------------------- BatchNorm across processes
 
 
+class _DifferentiableSum(torch.autograd.Function):
+    """All-reduce (sum) that gradients flow through: every rank's output is the sum of all ranks'
+    inputs, so each input's gradient is the sum of all ranks' output gradients. (What
+    ``torch.distributed.nn.functional.all_reduce`` did before its deprecation.)"""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 class DistributedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the batch on all ranks (CPU or GPU).
 
@@ -182,18 +200,16 @@ class DistributedBatchNorm2d(nn.BatchNorm2d):
         ctx = context()
         if not (self.training and ctx.enabled):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         channels = input.shape[1]
         flat = input.transpose(0, 1).reshape(channels, -1)
         count = torch.full((1,), float(flat.shape[1]), dtype=input.dtype, device=input.device)
-        sums = all_reduce(torch.cat([flat.sum(1), count]))
+        sums = _DifferentiableSum.apply(torch.cat([flat.sum(1), count]))
         total = sums[-1]
         if total <= 1:
             raise ValueError(f"expected more than 1 value per channel when training, got input size {tuple(input.shape)}")
         mean = sums[:channels] / total
         # a second, centred reduction: E[x²] − E[x]² would lose the variance to rounding when |mean| ≫ std
-        var = all_reduce(((flat - mean[:, None]) ** 2).sum(1)) / total
+        var = _DifferentiableSum.apply(((flat - mean[:, None]) ** 2).sum(1)) / total
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
