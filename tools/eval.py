@@ -6,6 +6,9 @@
 
 Prints a per-class AP table and the mean. ``--json`` writes
 ``{"metric": ..., "map": ..., "ap": {class: AP}}``; ``--plots DIR`` draws the PR curves.
+``--breakdown`` adds where the mAP is lost: AP by object size (class-aware and class-agnostic)
+and what the detections scored at least ``--breakdown-score`` are (correct, duplicate, on a
+difficult object, wrong class, poorly localised, background), with the classes most confused.
 The detections format is described in README.md ("Detections file").
 """
 
@@ -17,6 +20,16 @@ from pathlib import Path
 from typing import Sequence
 
 from detect.cli import add_common_arguments, run, setup_logging
+
+
+def _edges(text: str) -> tuple[float, ...]:
+    try:
+        edges = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated pixel sizes like 16,32,64, got {text!r}") from None
+    if any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise argparse.ArgumentTypeError(f"size edges must be positive and increasing, got {text!r}")
+    return edges
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,6 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iou", type=float, default=0.5, help="VOC match threshold (IoU > this); default 0.5")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plots", type=Path, help="write precision/recall curves (PNG) into this folder")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print where the mAP is lost: AP by object size (class-aware and class-agnostic) "
+                             "and what the confident detections are (correct, duplicate, wrong class, ...)")
+    parser.add_argument("--breakdown-score", type=float, default=0.5, metavar="S",
+                        help="--breakdown categorises the detections scored at least S (default 0.5)")
+    parser.add_argument("--size-edges", type=_edges, default=None, metavar="E1,E2,...",
+                        help="--breakdown's size bands: edges in pixels of the boxes' shorter side "
+                             "(default 16,32,64,128,256)")
     parser.add_argument("--on-invalid", choices=("error", "skip"), default="error",
                         help="bad annotations/images: stop with an error, or skip them and report a count")
     add_common_arguments(parser)
@@ -41,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = evaluate_split(args.data, args.split, detections=args.detections, checkpoint=args.checkpoint,
                             metric=args.metric, iou_threshold=args.iou, on_invalid=args.on_invalid,
-                            json_path=args.json, plots_dir=args.plots, progress=not args.quiet)
+                            json_path=args.json, plots_dir=args.plots, progress=not args.quiet,
+                            breakdown=args.breakdown, breakdown_score=args.breakdown_score,
+                            **({} if args.size_edges is None else {"size_edges": args.size_edges}))
     print(report.text)
     return 0
 

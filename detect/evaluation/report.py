@@ -10,6 +10,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from detect.config import BUILTIN_DATASET, DataConfig
 from detect.data.build import load_split
 from detect.data.dataset import DetectionDataset
 from detect.data.transforms import TestTransforms
+from detect.evaluation.breakdown import DEFAULT_SIZE_EDGES, breakdown_text, error_breakdown, size_band_ap
 from detect.evaluation.coco import evaluate_coco
 from detect.evaluation.detections import read_detections
 from detect.evaluation.plots import plot_precision_recall
@@ -56,8 +58,13 @@ def _coco_table(metrics: dict, class_names: list[str]) -> str:
 def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathLike | None = None,
                    checkpoint: str | os.PathLike | None = None, metric: str = "voc07", iou_threshold: float = 0.5,
                    on_invalid: str = "error", json_path: str | os.PathLike | None = None,
-                   plots_dir: str | os.PathLike | None = None, progress: bool = True) -> EvaluationReport:
+                   plots_dir: str | os.PathLike | None = None, progress: bool = True,
+                   breakdown: bool = False, breakdown_score: float = 0.5,
+                   size_edges: Sequence[float] = DEFAULT_SIZE_EDGES) -> EvaluationReport:
     """Score detections (from a file, or from running ``checkpoint``) on ``data``/``split``.
+
+    ``breakdown`` adds AP by object size and the categories of the detections scored at least
+    ``breakdown_score`` (:mod:`detect.evaluation.breakdown`; VOC AP, 11-point for ``coco``).
 
     Returns:
         the printable per-class table and ``{"metric", "map", "ap": {class: AP}, ...}``.
@@ -98,6 +105,14 @@ def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathL
             path = Path(plots_dir) / f"pr_curves_{metric}.png"
             plot_precision_recall(result, path, title=f"{dataset.name} — {metric} mAP {result.map:.4f}")
             text += f"\nPR curves: {path}"
+    if breakdown:
+        voc_metric = "voc07" if metric == "coco" else metric
+        bands = size_band_ap(ground_truth, found, dataset.class_names, size_edges, voc_metric, iou_threshold)
+        errors = error_breakdown(ground_truth, found, dataset.class_names, breakdown_score, iou_threshold)
+        text += "\n\n" + breakdown_text(bands, errors)
+        results["size_bands"] = [{"low": b.low, "high": None if math.isinf(b.high) else b.high,
+                                  "objects": b.objects, "map": b.map, "agnostic_ap": b.agnostic_ap} for b in bands]
+        results["errors"] = errors.as_dict()
     results = _json_safe(results)
     if json_path is not None:
         atomic_write_json(json_path, results)

@@ -54,6 +54,24 @@ def test_eval_prints_table_and_writes_json(tiny_voc, tmp_path, capsys):
     assert (tmp_path / "plots" / "pr_curves_voc07.png").stat().st_size > 1000
 
 
+def test_eval_breakdown(tiny_voc, tmp_path, capsys):
+    # The circle is found; the square is detected as a circle.
+    dets = detections_file(tmp_path, [{"image_id": "a", "category": "circle", "score": 0.9, "bbox": [4, 4, 20, 20]},
+                                      {"image_id": "a", "category": "circle", "score": 0.8, "bbox": [30, 10, 60, 40]}])
+    out = tmp_path / "out.json"
+    code, stdout, _ = run_tool("eval", ["--data", str(tiny_voc), "--split", "test", "--detections", str(dets),
+                                        "--json", str(out), "--breakdown", "--size-edges", "20"], capsys)
+    assert code == 0 and "agnostic AP" in stdout and "square -> circle 1" in stdout
+    result = json.loads(out.read_text())
+    assert result["errors"]["counts"]["correct"] == 1 and result["errors"]["counts"]["wrong class"] == 1
+    assert [(band["low"], band["high"], band["objects"]) for band in result["size_bands"]] == [(0, 20, 1), (20, None, 1)]
+    assert result["size_bands"][1]["agnostic_ap"] == pytest.approx(1.0)
+    with pytest.raises(SystemExit) as exit_info:   # argparse's usage error
+        run_tool("eval", ["--data", str(tiny_voc), "--detections", str(dets), "--breakdown", "--size-edges", "32,16"],
+                 capsys)
+    assert exit_info.value.code == 2 and "positive and increasing" in capsys.readouterr().err
+
+
 def _break(root: Path, kind: str) -> Path:
     annotation = root / "Annotations" / "a.xml"
     image = root / "JPEGImages" / "a.jpg"
