@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from detect.evaluation.inputs import flatten_detections, flatten_ground_truth
-from detect.evaluation.voc import evaluate_voc
+from detect.evaluation.voc import _iou_with_padded, evaluate_voc
 
 #: Default band edges (pixels, shorter side of the ground-truth box): 0-16, 16-32, ... , >= 256.
 DEFAULT_SIZE_EDGES = (16.0, 32.0, 64.0, 128.0, 256.0)
@@ -49,17 +49,6 @@ Detections = Mapping[str, Mapping[str, np.ndarray]]
 def _shorter_side(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Continuous-pixel IoU, float64[len(a), len(b)]."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    width = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    height = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = width * height
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, np.finfo(np.float64).eps)
 
 
 @dataclass
@@ -100,18 +89,20 @@ def size_band_ap(ground_truth: GroundTruth, detections: Detections, class_names:
     if slack < 1:
         raise ValueError(f"slack must be >= 1, got {slack}")
     bounds = list(zip([0.0] + edges, edges + [math.inf]))
+    gt_sides = {image_id: _shorter_side(gt["boxes"]) for image_id, gt in ground_truth.items()}
+    det_sides = {image_id: _shorter_side(det["boxes"]) for image_id, det in detections.items()}
     bands = []
     for low, high in bounds:
         gt_band, det_band, gt_agnostic, det_agnostic, objects = {}, {}, {}, {}, 0
         for image_id, gt in ground_truth.items():
-            side = _shorter_side(gt["boxes"])
+            side = gt_sides[image_id]
             outside = (side < low) | (side >= high)
             difficult = np.asarray(gt["difficult"], bool) | outside
             objects += int(np.count_nonzero(~difficult))
             gt_band[image_id] = {"boxes": gt["boxes"], "labels": gt["labels"], "difficult": difficult}
             gt_agnostic[image_id] = {**gt_band[image_id], "labels": np.zeros(len(side), np.int64)}
         for image_id, det in detections.items():
-            side = _shorter_side(det["boxes"])
+            side = det_sides[image_id]
             keep = (side >= low / slack) & (side < high * slack)
             det_band[image_id] = {key: np.asarray(det[key])[keep] for key in ("boxes", "scores", "labels")}
             det_agnostic[image_id] = {**det_band[image_id], "labels": np.zeros(int(keep.sum()), np.int64)}
@@ -175,7 +166,8 @@ def error_breakdown(ground_truth: GroundTruth, detections: Detections, class_nam
             confident = confident[np.argsort(-scores[confident], kind="stable")]
             boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)[confident]
             labels = np.asarray(det["labels"], np.int64).reshape(-1)[confident]
-            ious = _iou(boxes, gt_boxes)
+            # The evaluator's own IoU arithmetic, so "correct" makes exactly its true positives.
+            ious = _iou_with_padded(boxes, np.broadcast_to(gt_boxes, (len(boxes), *gt_boxes.shape)))
             for row, label in enumerate(labels):
                 same = gt_labels == label
                 category, best = "background", -1
