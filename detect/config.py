@@ -125,8 +125,10 @@ class YOLOConfig:
         hidden_dim: width of the first fully connected layer (4096 in the paper).
         dropout: dropout after the first fully connected layer.
         leaky_slope: negative slope of the Leaky ReLU used everywhere but the last layer.
-        local_head: add a linear 1 × 1 conv shortcut from the ``S × S`` feature map to the output
-            (not in the paper; see :mod:`detect.models.yolo`).
+        local_head: add a per-cell head to the fully connected output, whose output starts gated
+            at 0 (not in the paper; see :mod:`detect.models.yolo`).
+        local_hidden: hidden channels of that cell head, which sees each cell's own patch of the
+            conv map; 0 makes it a linear 1 × 1 conv on the ``S × S`` average-pooled map.
         lambda_coord, lambda_noobj: the loss weights of the coordinate and no-object terms.
         score_threshold: minimum class-specific confidence kept at test time.
         nms_iou: per-class NMS threshold at test time.
@@ -140,6 +142,7 @@ class YOLOConfig:
     dropout: float = _ranged(0.5, 0, 1, high_open=True)
     leaky_slope: float = _ranged(0.1, 0, 1)
     local_head: bool = False
+    local_hidden: int = _ranged(0, 0)
     lambda_coord: float = _ranged(5.0, 0)
     lambda_noobj: float = _ranged(0.5, 0)
     score_threshold: float = _ranged(0.05, 0, 1)

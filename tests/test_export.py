@@ -30,7 +30,8 @@ MODELS = {
     "faster_rcnn": lambda: load_config(None, test_faster_rcnn.TINY + ["model.rpn.pre_nms_top_n_test=1000"]).model,
     "yolo": lambda: load_config(None, ["model.name=yolo", "model.input_size=128", "model.backbone.name=small",
                                        "model.yolo.grid_size=4", "model.yolo.conv_channels=[32]",
-                                       "model.yolo.hidden_dim=64", "model.yolo.score_threshold=0.0"]).model,
+                                       "model.yolo.hidden_dim=64", "model.yolo.score_threshold=0.0",
+                                       "model.yolo.local_head=true", "model.yolo.local_hidden=16"]).model,
 }
 
 
@@ -39,7 +40,11 @@ def untrained(name):
     config = MODELS[name]()
     if name == "faster_rcnn":
         config.roi_head.score_threshold = 0.0
-    return build_detector(config, NUM_CLASSES).eval()
+    model = build_detector(config, NUM_CLASSES).eval()
+    if name == "yolo":
+        with torch.no_grad():
+            model.head.fc_gate.fill_(1.0)            # both paths count, as after training
+    return model
 
 
 def images():
@@ -98,13 +103,20 @@ def test_missing_export_is_one_line(tmp_path):
         ExportedDetector(tmp_path / "absent.onnx")
 
 
-def test_yolo_grid_that_does_not_divide_the_feature_map(tmp_path):
-    # 128 px → stride-8 features 16², one stride-2 conv → 8², pooled to a 3 × 3 grid (8 = 3 + 3 + 2)
+@pytest.mark.parametrize("cell_head", [False, True])
+def test_yolo_grid_that_does_not_divide_the_feature_map(tmp_path, cell_head):
+    # 128 px → stride-8 features 16², one stride-2 conv → 8², pooled to a 3 × 3 grid (8 = 3 + 3 + 2);
+    # the cell head pools the 8² map to 9² (3 × 3 patches of 3 × 3)
     torch.manual_seed(0)
     config = load_config(None, ["model.name=yolo", "model.input_size=128", "model.backbone.name=small",
                                 "model.yolo.grid_size=3", "model.yolo.conv_channels=[32]",
-                                "model.yolo.hidden_dim=64", "model.yolo.score_threshold=0.0"]).model
+                                "model.yolo.hidden_dim=64", "model.yolo.score_threshold=0.0",
+                                f"model.yolo.local_head={str(cell_head).lower()}", "model.yolo.local_hidden=16"]).model
     model = build_detector(config, NUM_CLASSES).eval()
+    if cell_head:
+        assert model.head.local[0].kernel_size == (3, 3) and model.head.local_pool.grid_size == 9
+        with torch.no_grad():
+            model.head.fc_gate.fill_(1.0)
     path = export(model, "yolo", [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / "model.onnx")
     report = compare_with_pytorch(model, ExportedDetector(path), images(), score_tolerance=0.0)
     assert report["detections"] > 20 and report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report

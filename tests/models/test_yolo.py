@@ -116,6 +116,43 @@ def test_decode_applies_nms_per_class_and_the_cap():
     assert capped.scores.tolist() == pytest.approx([0.9])
 
 
+def cell_head_model():
+    """128 px, small backbone → 16 × 16 features → one stride-2 conv → 8 × 8 map → 4 × 4 grid: 2 × 2 patches."""
+    torch.manual_seed(0)
+    config = tiny_config("model.yolo.conv_channels=[32]", "model.yolo.local_head=true", "model.yolo.local_hidden=16")
+    return build_detector(config.model, NUM_CLASSES).eval()
+
+
+def test_cell_head_sees_only_its_own_patch():
+    head = cell_head_model().head
+    assert head.local[0].kernel_size == (2, 2) and head.local[0].stride == (2, 2)
+    features = torch.rand(1, 96, 16, 16)
+    changed = features.clone()
+    # Feature (5, 5) reaches conv outputs 2 and 3 (3 × 3 kernel, stride 2): patch 1 of each axis.
+    changed[0, :, 5, 5] += 3.0
+    with torch.no_grad():
+        difference = (head(changed) - head(features)).abs().amax(dim=-1)[0]      # [S, S]
+    assert difference[1, 1] > 1e-4
+    difference[1, 1] = 0
+    assert difference.max() == 0          # the gate is 0: the fc path, which sees everything, is off
+
+
+def test_fc_path_starts_gated_off_and_the_gate_learns():
+    model = cell_head_model().train()
+    head = model.head
+    assert head.fc_gate.item() == 0.0
+    features = torch.rand(2, 96, 16, 16)
+    head.eval()
+    before = head(features)
+    with torch.no_grad():
+        head.fc[-1].bias.fill_(5.0)                      # a very different fc path
+    assert torch.equal(head(features), before)
+    model.train()
+    images, targets = tiny_batch(2)
+    sum(model(images, targets).values()).backward()
+    assert head.fc_gate.grad is not None and head.fc_gate.grad.abs() > 0
+
+
 def test_contract_and_negatives():
     torch.manual_seed(0)
     model = build_detector(tiny_config().model, NUM_CLASSES)
@@ -135,9 +172,11 @@ def test_all_negative_batch_has_finite_losses_and_only_noobj():
     sum(losses.values()).backward()
 
 
-def test_overfits_two_images_and_finds_every_object():
+@pytest.mark.parametrize("head", [[], ["model.yolo.local_head=true", "model.yolo.local_hidden=32"]],
+                         ids=["paper", "cell-head"])
+def test_overfits_two_images_and_finds_every_object(head):
     torch.manual_seed(0)
-    model = build_detector(tiny_config("model.yolo.dropout=0.0").model, NUM_CLASSES)
+    model = build_detector(tiny_config("model.yolo.dropout=0.0", *head).model, NUM_CLASSES)
     images, targets = tiny_batch(2, seed=3)
     history = overfit(model, images, targets, iterations=150, lr=0.01)
     assert history[-1] < 0.1 * history[0]
