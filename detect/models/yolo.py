@@ -139,14 +139,13 @@ class YOLOHead(nn.Module):
         self.fc_gate: nn.Parameter | None = None
         if config.local_head:
             outputs_per_cell = 5 * config.boxes_per_cell + num_classes
+            patch = max(1, round(side / config.grid_size)) if config.local_hidden else 1
+            self.local_pool = GridPool(config.grid_size * patch)   # the map itself when it divides
             if config.local_hidden:
-                patch = max(1, round(side / config.grid_size))
-                self.local_pool = GridPool(config.grid_size * patch)   # the map itself when it divides
                 last = nn.Conv2d(config.local_hidden, outputs_per_cell, 1)
                 self.local = nn.Sequential(nn.Conv2d(channels, config.local_hidden, patch, stride=patch),
                                            nn.LeakyReLU(config.leaky_slope, inplace=True), last)
             else:
-                self.local_pool = self.pool
                 last = self.local = nn.Conv2d(channels, outputs_per_cell, 1)
             nn.init.normal_(last.weight, std=0.01)
             nn.init.zeros_(last.bias)
