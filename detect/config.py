@@ -284,7 +284,11 @@ class TrainConfig:
         seed: seeds Python, NumPy, torch and the augmentation stream.
         output_dir: checkpoints, logs and plots go here.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
-        amp: mixed precision (used only on CUDA).
+        amp: float16 mixed precision when training on CUDA.
+        cpu_amp: bfloat16 mixed precision when training on a CPU that computes it natively
+            (AVX512-BF16, AMX; elsewhere training stays float32). Off by default: each config
+            turns it on once its results were measured with it. Evaluation and inference always
+            run in float32 (:func:`detect.engine.runtime.autocast_dtype`).
         log_every: iterations between log lines and CSV rows.
         checkpoint_every: iterations between mid-epoch ``last`` checkpoints (0: only at epoch ends).
     """
@@ -306,6 +310,7 @@ class TrainConfig:
     output_dir: str = "runs/default"
     device: str = "auto"
     amp: bool = True
+    cpu_amp: bool = False
     log_every: int = _ranged(20, 1)
     checkpoint_every: int = _ranged(0, 0)
 

@@ -23,6 +23,28 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def autocast_dtype(device: torch.device, cuda: bool = True, cpu: bool = False) -> torch.dtype | None:
+    """The mixed-precision dtype for training on ``device``, or None for float32 throughout.
+
+    ``cuda`` (``train.amp``): float16 on CUDA, with a gradient scaler. ``cpu`` (``train.cpu_amp``):
+    bfloat16 on the CPU, but only where the CPU computes it natively (AVX512-BF16 or AMX); elsewhere
+    it is emulated and slower than float32, so training stays float32. On the 2-core reference
+    machine (AVX512-BF16) it makes a Faster R-CNN step on the small backbone ~1.3x faster late in
+    training and ~1.5x early. Weights, gradients, losses and box arithmetic stay float32.
+    """
+    if device.type == "cuda":
+        return torch.float16 if cuda else None
+    if device.type == "cpu" and cpu and cpu_has_native_bfloat16():
+        return torch.bfloat16
+    return None
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """True when this CPU has bfloat16 instructions (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)

@@ -38,7 +38,7 @@ from detect.data.transforms import collate
 from detect.engine.checkpoint import checkpoint_config, load_checkpoint, load_matching_weights, save_checkpoint
 from detect.engine.evaluate import evaluate_detector
 from detect.engine.history import TrainingLog
-from detect.engine.runtime import rng_state, seed_everything, select_device, set_rng_state
+from detect.engine.runtime import autocast_dtype, rng_state, seed_everything, select_device, set_rng_state
 from detect.engine.schedule import lr_factor
 from detect.errors import CheckpointError, ConfigError, DetectError
 from detect.io import atomic_write_json, atomic_write_text, make_output_dir
@@ -170,8 +170,13 @@ class Trainer:
                     attach_proposals(dataset, config.model.proposals, self.progress)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(parameters, config.train)
-        self.use_amp = config.train.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = autocast_dtype(self.device, cuda=config.train.amp, cpu=config.train.cpu_amp)
+        if self.amp_dtype is not None and self.is_main:
+            key = "train.amp" if self.device.type == "cuda" else "train.cpu_amp"
+            logger.info("mixed precision: %s autocast on %s (%s=false for float32)",
+                        str(self.amp_dtype).replace("torch.", ""), self.device.type, key)
+        # float16 needs its gradients scaled against underflow; bfloat16 has float32's range.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0            # epoch in progress
         self.batch = 0            # next batch of that epoch
         self.iteration = 0        # optimizer steps done
@@ -342,7 +347,7 @@ class Trainer:
             group["lr"] = lr
         images = [image.to(self.device, non_blocking=True) for image in images]
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             losses = self.forward_model(images, targets)
         total_loss = sum(losses.values())
         if self.dist.enabled:
@@ -368,7 +373,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm if config.clip_grad_norm > 0 else math.inf)
-        if not torch.isfinite(norm) and not self.use_amp:  # under AMP the scaler skips such steps itself
+        if not torch.isfinite(norm) and not self.scaler.is_enabled():  # the float16 scaler skips such steps itself
             raise TrainingDiverged(
                 f"gradient norm is {float(norm)} at iteration {iteration + 1} (epoch {self.epoch + 1}); "
                 "training stopped, checkpoints untouched — lower train.lr or enable train.clip_grad_norm",

@@ -50,13 +50,19 @@ class RoIPooler(nn.Module):
         self.sampling_ratio = sampling_ratio
 
     def forward(self, features: Tensor, boxes: list[Tensor]) -> Tensor:
-        boxes = [b.to(features.dtype) for b in boxes]
-        if self.kind == "pool":
-            return roi_pool(features, boxes, self.output_size, self.spatial_scale)
-        if features.requires_grad and features.device.type == "cpu":
+        # Box coordinates stay at least float32 under mixed precision: bfloat16 keeps 8 bits, a
+        # whole pixel at 128-256 px. The separable form computes its weights from them in float32
+        # and multiplies in the features' dtype; torchvision's kernels take one dtype for both.
+        exact = torch.promote_types(features.dtype, torch.float32)
+        boxes = [b.to(exact) for b in boxes]
+        if self.kind == "align" and features.requires_grad and features.device.type == "cpu":
             return separable_roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio)
-        return roi_align(features, boxes, self.output_size, self.spatial_scale,
-                         sampling_ratio=self.sampling_ratio, aligned=True)
+        if self.kind == "pool":
+            pooled = roi_pool(features.to(exact), boxes, self.output_size, self.spatial_scale)
+        else:
+            pooled = roi_align(features.to(exact), boxes, self.output_size, self.spatial_scale,
+                               sampling_ratio=self.sampling_ratio, aligned=True)
+        return pooled.to(features.dtype)
 
 
 def separable_roi_align(features: Tensor, boxes: list[Tensor], output_size: int, spatial_scale: float,
@@ -180,7 +186,8 @@ class RoIHead(nn.Module):
     def classify(self, features: Tensor, regions: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Logits (Tensor[ΣK, C+1]) and deltas (Tensor[ΣK, 4C]) for the given regions."""
         hidden = self.box_head(self.pooler(features, regions))
-        return self.cls_score(hidden), self.bbox_pred(hidden)
+        # float32 for the losses and the box decoding, whatever precision computed them
+        return self.cls_score(hidden).float(), self.bbox_pred(hidden).float()
 
     @torch.no_grad()
     def sample_training_regions(self, proposals: list[Tensor], targets: list[dict]

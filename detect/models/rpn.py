@@ -74,7 +74,7 @@ class RegionProposalNetwork(nn.Module):
             proposals: per image Tensor[K_i, 4], x1 y1 x2 y2 input pixels, by decreasing objectness;
             losses: ``rpn_cls`` and ``rpn_box`` when ``targets`` is given, else empty.
         """
-        objectness, deltas = self.head(features)
+        objectness, deltas = (output.float() for output in self.head(features))   # float32 boxes under autocast
         batch_size, _, height, width = objectness.shape
         anchors = self.anchor_generator(height, width)
         objectness = objectness.permute(0, 2, 3, 1).reshape(batch_size, -1)

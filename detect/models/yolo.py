@@ -157,7 +157,7 @@ class YOLOHead(nn.Module):
         out = self.fc(self.pool(mapped)).view(features.shape[0], size, size, 5 * self.boxes_per_cell + self.num_classes)
         if self.local is not None:
             out = out * self.fc_gate + self.local(self.local_pool(mapped)).permute(0, 2, 3, 1)
-        return out
+        return out.float()   # float32 for the loss and the decoding under mixed precision
 
 
 def split_predictions(predictions: Tensor, boxes_per_cell: int) -> tuple[Tensor, Tensor]:

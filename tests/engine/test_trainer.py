@@ -101,3 +101,37 @@ def test_optimizer_choice():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.8
     adamw = build_optimizer(parameters, TrainConfig(optimizer="adamw", lr=0.001, weight_decay=0.05))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
+
+
+def test_mixed_precision_dtype_per_device(monkeypatch):
+    from detect.engine import runtime
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runtime.autocast_dtype(cuda) == torch.float16
+    assert runtime.autocast_dtype(cuda, cuda=False, cpu=True) is None
+    assert runtime.autocast_dtype(cpu) is None                       # CPU: off unless asked for
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: True)
+    assert runtime.autocast_dtype(cpu, cpu=True) == torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: False)   # emulated: slower, so off
+    assert runtime.autocast_dtype(cpu, cpu=True) is None
+
+
+def test_bfloat16_training_keeps_float32_weights_losses_and_boxes(tmp_path, monkeypatch):
+    from detect.engine import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: True)   # bfloat16 runs anywhere, slowly
+    trainer = Trainer(tiny_config(tmp_path, "train.epochs=1", "train.cpu_amp=true"), progress=False,
+                      tensorboard=False)
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    images, targets = next(iter(trainer._loader(0, 0)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = trainer.model.backbone(torch.stack(images))
+        proposals, losses = trainer.model.rpn(features, [tuple(i.shape[-2:]) for i in images], targets)
+    assert features.dtype == torch.bfloat16                       # the convolutions ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in proposals)       # boxes decoded in float32
+    assert all(v.dtype == torch.float32 and math.isfinite(float(v)) for v in losses.values())
+    before = weights(trainer.model)
+    trainer.fit()
+    after = trainer.model.state_dict()
+    assert all(after[k].dtype == before[k].dtype for k in before)
+    assert any(not torch.equal(after[k], before[k]) for k in before if before[k].is_floating_point())

@@ -46,3 +46,17 @@ def test_pooler_uses_the_same_values_with_and_without_gradients():
     torch.testing.assert_close(training.detach(), inference, rtol=1e-5, atol=1e-5)
     empty = pooler(features.clone().requires_grad_(), [torch.zeros(0, 4), torch.zeros(0, 4)])
     assert empty.shape == (0, 8, 7, 7)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_pooler_keeps_subpixel_box_positions_for_bfloat16_features(requires_grad):
+    # value = x - 215 at stride 1: a pooled value moves one unit per pixel the box moves. bfloat16
+    # keeps 8 bits (steps of 1 px at 128-256 px): cast to it, the box below would move 0.3 px.
+    ramp = (torch.arange(256, dtype=torch.float32) - 215).repeat(1, 1, 8, 1)   # [1, 1, 8, 256]
+    boxes = [torch.tensor([[201.3, 1.0, 229.7, 6.0]])]
+    pooler = RoIPooler(4, 1)
+    exact = pooler(ramp, boxes)
+    pooled = pooler(ramp.to(torch.bfloat16).requires_grad_(requires_grad), boxes)
+    assert pooled.dtype == torch.bfloat16
+    # within bfloat16's rounding of values up to ~14 (< 0.1), not the 0.3 of a moved box
+    torch.testing.assert_close(pooled.float(), exact, rtol=0, atol=0.1)
