@@ -33,11 +33,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from detect.boxes import BoxCoder, box_iou
-from detect.config import Config
+from detect.config import Config, config_to_dict
 from detect.data.build import load_split
 from detect.data.dataset import DetectionDataset
 from detect.data.transforms import TestTransforms, collate
-from detect.engine.checkpoint import load_checkpoint, save_checkpoint
+from detect.engine.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from detect.engine.evaluate import evaluate_detector
 from detect.engine.trainer import Trainer
 from detect.errors import DetectError
@@ -217,6 +217,50 @@ def train_svms_and_regressors(model: RCNN, dataset: DetectionDataset, cache: Fea
 
 # ---------------------------------------------------------------------- the pipeline
 
+#: The settings stage 1 (fine-tuning) depends on, as ``section: keys`` (None: the whole section
+#: except ``data.num_workers``, which does not change the result); a ``finetuned.pt`` made with
+#: other values is not reused.
+FINETUNING_SETTINGS = {
+    "data": None,
+    "model": ("name", "input_size", "backbone"),
+    "model.rcnn": ("crop_size", "context_pad", "feature_dim", "batch_size_per_image", "positive_fraction",
+                   "foreground_iou", "max_proposals"),
+    "model.proposals": ("selective_search",),
+    "train": ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup_iters",
+              "warmup_factor", "schedule", "milestones", "gamma", "clip_grad_norm", "seed", "amp", "cpu_amp"),
+}
+
+
+def finetuning_settings(config: dict) -> dict:
+    """The values of :data:`FINETUNING_SETTINGS` in a config dict, flattened to ``section.key``."""
+    settings = {}
+    for section, keys in FINETUNING_SETTINGS.items():
+        values = config
+        for part in section.split("."):
+            values = values.get(part, {})
+        for key in (keys if keys is not None else sorted(values)):
+            if section == "data" and key == "num_workers":
+                continue
+            settings[f"{section}.{key}"] = values.get(key)
+    return settings
+
+
+def check_finetuned(path: Path, config: Config) -> None:
+    """Refuse to reuse ``finetuned.pt`` if it was fine-tuned with other stage-1 settings.
+
+    Raises:
+        DetectError: naming the settings that differ and what to do (the file is left as it is).
+    """
+    # through the Config type, so that keys newer than the file compare at their defaults
+    saved = finetuning_settings(config_to_dict(checkpoint_config(load_checkpoint(path), path)))
+    current = finetuning_settings(config_to_dict(config))
+    changed = [f"{key}: {saved.get(key)!r} → {value!r}" for key, value in current.items() if saved.get(key) != value]
+    if changed:
+        raise DetectError(f"fine-tuned with other settings ({'; '.join(changed[:4])}"
+                          f"{'; …' if len(changed) > 4 else ''}); choose another train.output_dir, "
+                          "or delete this file to fine-tune again", path)
+
+
 def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None = None,
                progress: bool = True) -> dict:
     """Run the stages that have no output yet; returns the summary (test mAP, times, paths)."""
@@ -225,6 +269,7 @@ def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None 
     output = trainer.output_dir
     finetuned = output / "finetuned.pt"
     if finetuned.exists():
+        check_finetuned(finetuned, config)
         trainer.model.load_state_dict(load_checkpoint(finetuned, trainer.device)["model"])
         logger.info("stage 1: fine-tuned weights found in %s; skipped", finetuned)
     else:

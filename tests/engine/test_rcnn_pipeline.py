@@ -79,3 +79,26 @@ def test_interrupted_feature_extraction_resumes_to_the_same_svms(trained, monkey
     assert (feature_dir / "").exists() and summary["best"] == resumed["best"]
     assert torch.equal(first.svm_weight, second.svm_weight) and torch.equal(first.svm_bias, second.svm_bias)
     assert torch.equal(first.regressor_weight, second.regressor_weight)
+
+
+def test_finetuned_weights_from_other_settings_are_refused_and_kept(trained):
+    root, config, _ = trained
+    finetuned = root / "run" / "finetuned.pt"
+    before = finetuned.read_bytes()
+    changed = tiny_rcnn_config(root, root / "run", root / "features")
+    changed.train.lr = config.train.lr * 2
+    with pytest.raises(rcnn_engine.DetectError, match=r"finetuned\.pt: fine-tuned with other settings \(train\.lr"):
+        rcnn_engine.train_rcnn(changed, progress=False)
+    assert finetuned.read_bytes() == before
+
+
+def test_settings_that_do_not_change_finetuning_are_ignored(trained):
+    _, config, _ = trained
+    saved = rcnn_engine.finetuning_settings(rcnn_engine.config_to_dict(config))
+    config_dict = rcnn_engine.config_to_dict(config)
+    config_dict["data"]["num_workers"] = 3
+    config_dict["model"]["rcnn"]["svm_c"] = 1.0
+    config_dict["train"]["output_dir"] = "elsewhere"
+    assert rcnn_engine.finetuning_settings(config_dict) == saved
+    config_dict["train"]["cpu_amp"] = not config.train.cpu_amp
+    assert rcnn_engine.finetuning_settings(config_dict) != saved
