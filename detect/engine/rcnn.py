@@ -218,8 +218,7 @@ def train_svms_and_regressors(model: RCNN, dataset: DetectionDataset, cache: Fea
 # ---------------------------------------------------------------------- the pipeline
 
 #: The settings stage 1 (fine-tuning) depends on, as ``section: keys`` (None: the whole section
-#: except ``data.num_workers``, which does not change the result); a ``finetuned.pt`` made with
-#: other values is not reused.
+#: but :data:`FINETUNING_IGNORED`); a ``finetuned.pt`` made with other values is not reused.
 FINETUNING_SETTINGS = {
     "data": None,
     "model": ("name", "input_size", "backbone"),
@@ -229,6 +228,8 @@ FINETUNING_SETTINGS = {
     "train": ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup_iters",
               "warmup_factor", "schedule", "milestones", "gamma", "clip_grad_norm", "seed", "amp", "cpu_amp"),
 }
+#: Settings inside those sections that do not change the fine-tuned weights.
+FINETUNING_IGNORED = {"data.num_workers"}
 
 
 def finetuning_settings(config: dict) -> dict:
@@ -239,20 +240,18 @@ def finetuning_settings(config: dict) -> dict:
         for part in section.split("."):
             values = values.get(part, {})
         for key in (keys if keys is not None else sorted(values)):
-            if section == "data" and key == "num_workers":
-                continue
             settings[f"{section}.{key}"] = values.get(key)
-    return settings
+    return {name: value for name, value in settings.items() if name not in FINETUNING_IGNORED}
 
 
-def check_finetuned(path: Path, config: Config) -> None:
-    """Refuse to reuse ``finetuned.pt`` if it was fine-tuned with other stage-1 settings.
+def check_finetuned(checkpoint: dict, path: Path, config: Config) -> None:
+    """Refuse to reuse ``finetuned.pt`` (loaded: ``checkpoint``) if it was fine-tuned with other stage-1 settings.
 
     Raises:
         DetectError: naming the settings that differ and what to do (the file is left as it is).
     """
     # through the Config type, so that keys newer than the file compare at their defaults
-    saved = finetuning_settings(config_to_dict(checkpoint_config(load_checkpoint(path), path)))
+    saved = finetuning_settings(config_to_dict(checkpoint_config(checkpoint, path)))
     current = finetuning_settings(config_to_dict(config))
     changed = [f"{key}: {saved.get(key)!r} → {value!r}" for key, value in current.items() if saved.get(key) != value]
     if changed:
@@ -269,8 +268,9 @@ def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None 
     output = trainer.output_dir
     finetuned = output / "finetuned.pt"
     if finetuned.exists():
-        check_finetuned(finetuned, config)
-        trainer.model.load_state_dict(load_checkpoint(finetuned, trainer.device)["model"])
+        checkpoint = load_checkpoint(finetuned, trainer.device)
+        check_finetuned(checkpoint, finetuned, config)
+        trainer.model.load_state_dict(checkpoint["model"])
         logger.info("stage 1: fine-tuned weights found in %s; skipped", finetuned)
     else:
         last = output / "last.pt"
