@@ -51,18 +51,43 @@ class Backbone(nn.Module):
         stride: input pixels per output cell.
     """
 
+    #: Whether :func:`build_backbone` runs this kind channels-last when the config does not say.
+    prefers_channels_last = True
+
     def __init__(self, stages: list[nn.Module], out_channels: int, stride: int,
                  mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD):
         super().__init__()
         self.stages = nn.Sequential(*stages)
         self.out_channels = out_channels
         self.stride = stride
+        self.channels_last = False
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
         """images (Tensor[B, 3, H, W], RGB in [0, 1]) → features (Tensor[B, C, H/stride, W/stride])."""
-        return self.extract((images - self.mean) / self.std)
+        return self.forward_normalised(self.normalise(images))
+
+    def normalise(self, images: Tensor) -> Tensor:
+        """RGB in [0, 1] → the statistics the network expects."""
+        return (images - self.mean) / self.std
+
+    def forward_normalised(self, normalised: Tensor) -> Tensor:
+        """Features of already normalised images (R-CNN's warped crops), in NCHW layout."""
+        if not self.channels_last:
+            return self.extract(normalised)
+        # NHWC inside the backbone only: the heads get the usual contiguous (NCHW) layout back.
+        return self.extract(normalised.contiguous(memory_format=torch.channels_last)).contiguous()
+
+    def use_channels_last(self, enabled: bool = True) -> "Backbone":
+        """Run the convolutions on channels-last (NHWC) tensors, or back on NCHW ones.
+
+        oneDNN's CPU kernels for depthwise and 1×1 convolutions are much faster in NHWC: measured
+        here (2 threads), MobileNetV2 to stride 16 on a 416 px image 56 → 36 ms, a training step
+        on two images 319 → 215 ms. The values are the same up to float rounding.
+        """
+        self.channels_last = enabled
+        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
     def extract(self, images: Tensor) -> Tensor:
         """Features of normalised images: the stages in sequence."""
@@ -91,6 +116,8 @@ class SmallBackbone(Backbone):
     stride-4 stage before smoothing: anchors every 4 px and RoIs pooled from a 4× finer grid, for
     objects of 10–25 px, at about twice the compute.
     """
+
+    prefers_channels_last = False   # measured: a 320 px image 7.1 → 6.3 ms, training no faster
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), out_channels: int = 96, out_stride: int = 8):
         if out_stride not in (4, 8):
@@ -215,7 +242,7 @@ def _small_with_weights(weights: str | None, stride: int | None) -> Backbone:
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_stages: int = 0,
-                   stride: int | None = None) -> Backbone:
+                   stride: int | None = None, channels_last: bool | None = None) -> Backbone:
     """Build a backbone by name (see the module table).
 
     Args:
@@ -223,6 +250,8 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_s
         weights: None, a local state-dict file, or ``"imagenet"``.
         frozen_stages: leading stages excluded from training.
         stride: output stride; None for the backbone's own (only ``small`` offers a choice: 8 or 4).
+        channels_last: NHWC convolutions (:meth:`Backbone.use_channels_last`); None for the
+            backbone's own preference (the torchvision networks yes, ``small`` no).
 
     Raises:
         ConfigError: unknown name or impossible combination. CheckpointError: unusable weights file.
@@ -241,9 +270,11 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_s
             raise ConfigError(f"the {name!r} backbone's output stride is {backbone.stride}, not {stride}; "
                               "leave model.backbone.stride unset (null)")
     backbone.freeze_stages(frozen_stages)
+    if backbone.prefers_channels_last if channels_last is None else channels_last:
+        backbone.use_channels_last()
     return backbone
 
 
 def backbone_from_config(config: BackboneConfig) -> Backbone:
     """The backbone a :class:`detect.config.BackboneConfig` describes (what every detector builds)."""
-    return build_backbone(config.name, config.weights, config.frozen_stages, config.stride)
+    return build_backbone(config.name, config.weights, config.frozen_stages, config.stride, config.channels_last)

@@ -58,12 +58,16 @@ class BackboneConfig:
         frozen_stages: number of leading stages whose weights are not trained.
         stride: output stride; null for the backbone's own. Only ``small`` offers a choice:
             8 (default) or 4 (finer anchors and RoI pooling for tiny objects, ~2× the compute).
+        channels_last: run the backbone's convolutions on channels-last (NHWC) tensors; null for
+            the backbone's own choice: on for the torchvision networks (MobileNetV2 ~1.5× faster
+            on a CPU), off for ``small`` (no measurable gain).
     """
 
     name: str = "small"
     weights: str | None = None
     frozen_stages: int = _ranged(0, 0, 5)
     stride: int | None = None
+    channels_last: bool | None = None
 
 
 @dataclass

@@ -46,3 +46,23 @@ def test_backbone_errors_name_the_setting(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a state dict")
     with pytest.raises(CheckpointError, match="cannot read backbone weights"):
         build_backbone("resnet18", weights=tmp_path / "junk.pth")
+
+
+def test_channels_last_is_the_torchvision_networks_default_and_changes_only_the_layout():
+    assert not build_backbone("small").channels_last
+    assert build_backbone("small", channels_last=True).channels_last
+    nhwc = build_backbone("mobilenet_v2")
+    assert nhwc.channels_last
+    assert nhwc.stages[1][0].conv[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = build_backbone("mobilenet_v2", channels_last=False)
+    assert not nchw.channels_last
+    nchw.load_state_dict(nhwc.state_dict())
+    images = torch.rand(2, 3, 64, 80)
+    with torch.no_grad():
+        expected, features = nchw.eval()(images), nhwc.eval()(images)
+    # The heads get the usual NCHW layout (views and flattening rely on it), with the same values.
+    assert features.is_contiguous() and features.shape == (2, 96, 4, 5)
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-5)
+    normalised = nhwc.normalise(images)
+    assert torch.equal(nhwc.forward_normalised(normalised), features)
+    assert not backbone_from_config(BackboneConfig(name="mobilenet_v2", channels_last=False)).channels_last

@@ -120,3 +120,15 @@ def test_yolo_grid_that_does_not_divide_the_feature_map(tmp_path, cell_head):
     path = export(model, "yolo", [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / "model.onnx")
     report = compare_with_pytorch(model, ExportedDetector(path), images(), score_tolerance=0.0)
     assert report["detections"] > 20 and report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report
+
+
+def test_channels_last_backbone_exports_the_same_detections(tmp_path):
+    # The torchvision backbones run channels-last by default; the exported graph must not depend on it.
+    torch.manual_seed(0)
+    config = load_config(None, test_faster_rcnn.TINY + ["model.backbone.channels_last=true"]).model
+    config.roi_head.score_threshold = 0.0
+    model = build_detector(config, NUM_CLASSES).eval()
+    assert model.backbone.channels_last
+    path = export(model, "faster_rcnn", [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / "model.onnx")
+    report = compare_with_pytorch(model, ExportedDetector(path), images(), score_tolerance=0.0)
+    assert report["detections"] > 50 and report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report

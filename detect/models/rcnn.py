@@ -99,7 +99,7 @@ class RCNN(Detector):
     def warp(self, images: Tensor, regions: list[Tensor]) -> Tensor:
         """Warped crops [ΣK, 3, S, S] of the normalised images, with context; outside the image
         is the mean colour (zero after normalisation), as in the paper."""
-        normalised = (images - self.backbone.mean) / self.backbone.std
+        normalised = self.backbone.normalise(images)
         size = self.config.crop_size
         enlarged = [context_boxes(r.to(images.dtype), size, self.config.context_pad) for r in regions]
         return roi_align(normalised, enlarged, size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
@@ -117,7 +117,7 @@ class RCNN(Detector):
         for start in range(0, chunks * chunk, chunk):
             index, part = flat[start:start + chunk], boxes[start:start + chunk]
             per_image = [part[index == i] for i in range(len(regions))]
-            outputs.append(self.feature(self.backbone.extract(self.warp(images, per_image))))
+            outputs.append(self.feature(self.backbone.forward_normalised(self.warp(images, per_image))))
         if not outputs:
             return images.new_zeros((0, self.config.feature_dim))
         return torch.cat(outputs)
