@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
+from detect import boxes as box_ops
 from detect.boxes import (BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes,
                           remove_small_boxes, sampling_generator)
 from detect.config import RoIHeadConfig
@@ -35,10 +36,15 @@ class RoIPooler(nn.Module):
     """Pool regions (list of Tensor[K_i, 4], input pixels) into Tensor[ΣK, C, P, P].
 
     ``kind="pool"`` is Fast R-CNN's max RoIPool; ``"align"`` is RoIAlign (bilinear, no rounding),
-    which is more accurate for small objects on coarse feature maps. While gradients flow (training),
-    RoIAlign runs as :func:`separable_roi_align`, which gives the same values as torchvision's
-    kernel but has a fast backward pass on the CPU.
+    which is more accurate for small objects on coarse feature maps. On the CPU, RoIAlign runs as
+    :func:`separable_roi_align`, which gives the same values as torchvision's kernel: always while
+    gradients flow (its backward pass is the fast one), and at inference on maps of at most
+    :attr:`SEPARABLE_MAX_CELLS` cells, where its dense products beat the kernel's per-sample loop
+    (300 regions on a 20 × 26 map of 96 channels: 6-8 against 11-17 ms; on 50 × 50, 22 against 13).
+    Exporting (ONNX) always uses the kernel.
     """
+
+    SEPARABLE_MAX_CELLS = 32 * 32
 
     def __init__(self, output_size: int, stride: int, kind: str = "align", sampling_ratio: int = 2):
         super().__init__()
@@ -55,7 +61,7 @@ class RoIPooler(nn.Module):
         # and multiplies in the features' dtype; torchvision's kernels take one dtype for both.
         exact = torch.promote_types(features.dtype, torch.float32)
         boxes = [b.to(exact) for b in boxes]
-        if self.kind == "align" and features.requires_grad and features.device.type == "cpu":
+        if self.kind == "align" and self._separable(features):
             return separable_roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio)
         if self.kind == "pool":
             pooled = roi_pool(features.to(exact), boxes, self.output_size, self.spatial_scale)
@@ -64,9 +70,14 @@ class RoIPooler(nn.Module):
                                sampling_ratio=self.sampling_ratio, aligned=True)
         return pooled.to(features.dtype)
 
+    def _separable(self, features: Tensor) -> bool:
+        if features.device.type != "cpu" or box_ops.EXPORTING:
+            return False
+        return features.requires_grad or features.shape[-2] * features.shape[-1] <= self.SEPARABLE_MAX_CELLS
+
 
 def separable_roi_align(features: Tensor, boxes: list[Tensor], output_size: int, spatial_scale: float,
-                        sampling_ratio: int = 2, max_elements: int = 1 << 24) -> Tensor:
+                        sampling_ratio: int = 2, max_elements: int = 1 << 22) -> Tensor:
     """RoIAlign (``aligned=True``) written as two matrix products per region.
 
     Bilinear interpolation weights factor into a row weight times a column weight, and so does
@@ -82,26 +93,35 @@ def separable_roi_align(features: Tensor, boxes: list[Tensor], output_size: int,
         features (Tensor[B, C, H, W]); boxes: per image Tensor[K_i, 4] in input pixels;
         output_size: P; spatial_scale: 1 / stride; sampling_ratio: samples per bin side
         (0: ``ceil(region side / P)``, per region); max_elements: regions are processed in chunks
-        whose intermediate ``[K, P, C, W]`` product stays below this many elements.
+        whose intermediate ``[K·P, L, C]`` product (``L`` the shorter side) stays below this many elements.
 
     Returns:
         Tensor[ΣK, C, P, P].
     """
     channels, height, width = features.shape[1:]
+    # The longer axis is contracted first, by one GEMM over all regions of the image; the
+    # shorter one then by a batched product per region and output bin.
+    x_first = width >= height
+    first_length, second_length = (width, height) if x_first else (height, width)
     pooled = []
     for image_features, image_boxes in zip(features, boxes):
-        # [H, C·W]: rows of the map, so that Wy · rows mixes rows for every channel and column at once.
-        rows = image_features.permute(1, 0, 2).reshape(height, channels * width)
-        chunk = max(1, max_elements // (output_size * channels * width))
+        # [L1, L2·C]: the map as lines along the first axis, so that W1 · lines mixes them for
+        # every position of the other axis and every channel at once.
+        lines = (image_features.permute(2, 1, 0) if x_first else image_features.permute(1, 2, 0))
+        lines = lines.reshape(first_length, second_length * channels)
+        chunk = max(1, max_elements // (output_size * second_length * channels))
         for part in image_boxes.split(chunk):
             scaled = part * spatial_scale - 0.5
             weights_y = _axis_weights(scaled[:, 1], scaled[:, 3], height, output_size, sampling_ratio)
             weights_x = _axis_weights(scaled[:, 0], scaled[:, 2], width, output_size, sampling_ratio)
+            first, second = (weights_x, weights_y) if x_first else (weights_y, weights_x)
             count = len(part)
-            mixed = (weights_y.to(rows.dtype).reshape(count * output_size, height) @ rows)   # [K·P, C·W]
-            mixed = mixed.view(count, output_size * channels, width)
-            bins = mixed @ weights_x.to(rows.dtype).transpose(1, 2)                         # [K, P·C, P]
-            pooled.append(bins.view(count, output_size, channels, output_size).permute(0, 2, 1, 3))
+            mixed = first.to(lines.dtype).reshape(count * output_size, first_length) @ lines
+            mixed = mixed.view(count * output_size, second_length, channels)            # [K·P, L2, C]
+            second = second.to(lines.dtype).repeat_interleave(output_size, dim=0)      # [K·P, P, L2]
+            bins = torch.bmm(second, mixed).view(count, output_size, output_size, channels)
+            # bins[k, first-axis bin, second-axis bin, c] → [K, C, P_y, P_x]
+            pooled.append(bins.permute(0, 3, 2, 1) if x_first else bins.permute(0, 3, 1, 2))
     if not pooled:
         return features.new_zeros((0, channels, output_size, output_size))
     return torch.cat(pooled).contiguous()

@@ -1,4 +1,4 @@
-"""The separable RoIAlign used in training equals torchvision's kernel, values and gradients."""
+"""The separable RoIAlign used on the CPU equals torchvision's kernel, values and gradients."""
 
 import pytest
 import torch
@@ -20,9 +20,10 @@ def _regions(generator, counts, extent):
 
 
 @pytest.mark.parametrize("sampling_ratio", [0, 1, 2, 3])
-def test_separable_roi_align_matches_torchvision(sampling_ratio):
+@pytest.mark.parametrize("height, width", [(11, 15), (15, 11)])   # either axis contracted first
+def test_separable_roi_align_matches_torchvision(sampling_ratio, height, width):
     generator = torch.Generator().manual_seed(sampling_ratio)
-    features = torch.randn(3, 4, 11, 15, generator=generator, dtype=torch.float64, requires_grad=True)
+    features = torch.randn(3, 4, height, width, generator=generator, dtype=torch.float64, requires_grad=True)
     boxes = _regions(generator, (6, 0, 9), extent=110)
     expected = roi_align(features, boxes, 5, 1 / 8, sampling_ratio=sampling_ratio, aligned=True)
     # A small chunk size exercises the chunked path too.
@@ -35,17 +36,21 @@ def test_separable_roi_align_matches_torchvision(sampling_ratio):
     torch.testing.assert_close(grad_actual, grad_expected, rtol=0, atol=1e-12)
 
 
-def test_pooler_uses_the_same_values_with_and_without_gradients():
+@pytest.mark.parametrize("side", [16, 40])   # separable at inference up to 32 × 32 cells, the kernel above
+def test_pooler_uses_the_same_values_with_and_without_gradients(side):
     generator = torch.Generator().manual_seed(0)
     pooler = RoIPooler(7, 8)
-    features = torch.randn(2, 8, 16, 16, generator=generator)
-    boxes = [b.float() for b in _regions(generator, (5, 3), extent=128)]
+    features = torch.randn(2, 8, side, side, generator=generator)
+    boxes = [b.float() for b in _regions(generator, (5, 3), extent=side * 8)]
     inference = pooler(features, boxes)
     training = pooler(features.clone().requires_grad_(), boxes)
     assert training.requires_grad
+    kernel = roi_align(features, boxes, 7, 1 / 8, sampling_ratio=2, aligned=True)
     torch.testing.assert_close(training.detach(), inference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(inference, kernel, rtol=1e-5, atol=1e-5)
     empty = pooler(features.clone().requires_grad_(), [torch.zeros(0, 4), torch.zeros(0, 4)])
     assert empty.shape == (0, 8, 7, 7)
+    assert pooler(features, [torch.zeros(0, 4), torch.zeros(0, 4)]).shape == (0, 8, 7, 7)
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
