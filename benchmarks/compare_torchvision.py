@@ -21,11 +21,13 @@ import json
 import platform
 import statistics
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
 from detect.benchmarking import time_inference, time_training_steps
+from detect.cli import run
 from detect.config import load_config
 from detect.data.transforms import collate
 from detect.engine.trainer import Trainer
@@ -34,13 +36,15 @@ from detect.io import atomic_write_json, atomic_write_text
 DETECTORS = ("faster_rcnn", "torchvision_faster_rcnn")
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("configs/faster_rcnn_shapes.yaml"))
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--out", type=Path, default=Path("runs/compare_torchvision"))
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per detector")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     base = load_config(args.config, args.overrides)
     rows, trainers = {}, {}
     for name in DETECTORS:
@@ -91,4 +95,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))
