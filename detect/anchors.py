@@ -2,8 +2,9 @@
 
 Faster R-CNN §3.1.1: 3 scales × 3 aspect ratios = 9 anchors per location. An anchor of size
 ``s`` and aspect ratio ``r = h / w`` has area ``s²``: ``w = s / √r``, ``h = s · √r``. Anchors are
-centred on the cell centres ``((x + ½)·stride, (y + ½)·stride)``. Boxes are ``x1, y1, x2, y2``
-in input pixels.
+centred where the backbone's cells are, ``(origin + x·stride, origin + y·stride)`` (see
+:attr:`detect.backbones.Backbone.cell_origin`; ``origin = stride / 2``, the centre of each
+``stride × stride`` block, unless given). Boxes are ``x1, y1, x2, y2`` in input pixels.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ class AnchorGenerator(nn.Module):
         sizes: anchor side lengths in input pixels (√area).
         aspect_ratios: height / width ratios.
         stride: input pixels per feature cell.
+        origin: input coordinate of cell 0's centre (default ``stride / 2``).
     """
 
-    def __init__(self, sizes: Sequence[float], aspect_ratios: Sequence[float], stride: int):
+    def __init__(self, sizes: Sequence[float], aspect_ratios: Sequence[float], stride: int,
+                 origin: float | None = None):
         super().__init__()
         if not sizes or not aspect_ratios or min(sizes) <= 0 or min(aspect_ratios) <= 0:
             raise ValueError(f"anchor sizes and aspect ratios must be non-empty and positive, got {sizes}, {aspect_ratios}")
         self.sizes = tuple(float(s) for s in sizes)
         self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
         self.stride = stride
+        self.origin = stride / 2 if origin is None else float(origin)
         self.register_buffer("cell_anchors", self._cell_anchors(), persistent=False)
 
     @property
@@ -54,8 +58,8 @@ class AnchorGenerator(nn.Module):
             RPN head's ``[B, A, H, W]`` outputs are flattened after a permute to ``[B, H, W, A]``.
         """
         device = self.cell_anchors.device
-        ys = (torch.arange(feature_height, device=device, dtype=torch.float32) + 0.5) * self.stride
-        xs = (torch.arange(feature_width, device=device, dtype=torch.float32) + 0.5) * self.stride
+        ys = torch.arange(feature_height, device=device, dtype=torch.float32) * self.stride + self.origin
+        xs = torch.arange(feature_width, device=device, dtype=torch.float32) * self.stride + self.origin
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")
         centres = torch.stack((cx, cy, cx, cy), dim=-1).reshape(-1, 1, 4)
         return (centres + self.cell_anchors.view(1, -1, 4)).reshape(-1, 4)

@@ -49,17 +49,28 @@ class Backbone(nn.Module):
     Attributes:
         out_channels: channels of the output feature map.
         stride: input pixels per output cell.
+        cell_origin: where output cell ``(0, 0)`` is centred, in continuous input pixels: cell
+            ``i`` sits at ``cell_origin + i · stride`` on each axis. A ``k × k`` stride-2 conv or
+            pool with padding ``k // 2`` centres output ``j`` on input pixel ``2j``, so networks
+            that downsample only so (the small one, MobileNetV2, ResNet) have their cells centred
+            on input pixel ``i · stride``, at ``0.5 + i · stride``; VGG's ``2 × 2`` pools centre
+            them between pixels, at ``(i + ½) · stride``. Anchors are placed on these centres
+            and RoIAlign samples the map accordingly (``(i + ½) · stride``, RoIAlign's own
+            ``aligned=True`` assumption, would read the small backbone's map 3.5 px and
+            MobileNetV2's 7.5 px up and to the left of each region).
     """
 
     #: Whether :func:`build_backbone` runs this kind channels-last when the config does not say.
     prefers_channels_last = True
 
     def __init__(self, stages: list[nn.Module], out_channels: int, stride: int,
-                 mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD):
+                 mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD,
+                 cell_origin: float = 0.5):
         super().__init__()
         self.stages = nn.Sequential(*stages)
         self.out_channels = out_channels
         self.stride = stride
+        self.cell_origin = cell_origin
         self.channels_last = False
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -222,7 +233,7 @@ def vgg16_backbone(weights: str | None = None) -> Backbone:
     features = network.features
     # Pools sit at indices 4, 9, 16, 23, 30; the last is dropped (stride 16, conv5_3 output).
     stages = [features[0:5], features[5:10], features[10:17], features[17:24], features[24:30]]
-    return Backbone(stages, out_channels=512, stride=16)
+    return Backbone(stages, out_channels=512, stride=16, cell_origin=8.0)   # 2 x 2 pools: between pixels
 
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {

@@ -66,3 +66,29 @@ def test_channels_last_is_the_torchvision_networks_default_and_changes_only_the_
     normalised = nhwc.normalise(images)
     assert torch.equal(nhwc.forward_normalised(normalised), features)
     assert not backbone_from_config(BackboneConfig(name="mobilenet_v2", channels_last=False)).channels_last
+
+
+@pytest.mark.parametrize("name", ["small", "mobilenet_v2", "resnet18", "vgg16"])
+def test_cell_origin_is_where_each_cells_receptive_field_is_centred(name):
+    # With every weight positive and equal per layer, BatchNorm as identity and max pools made
+    # averages, an output cell's gradient over the input is symmetric about the centre of its
+    # receptive field: its centroid (in continuous pixels, +0.5 per index) is cell_origin + i·stride.
+    backbone = build_backbone(name).eval()
+    for module in backbone.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.constant_(module.weight, 1e-2 / (module.weight[0].numel()))
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.MaxPool2d):
+            module.forward = lambda x, m=module: torch.nn.functional.avg_pool2d(
+                x, m.kernel_size, m.stride, m.padding, count_include_pad=False)
+    images = torch.ones(1, 3, 320, 320, requires_grad=True)   # positive after normalising
+    features = backbone(images)
+    cell = 10                                   # far enough from the borders for VGG16
+    features[0, :, cell, cell].sum().backward()
+    weights = images.grad[0].abs().sum(0)                                   # [H, W]
+    positions = torch.arange(320, dtype=torch.float64) + 0.5
+    centre_x = (weights.sum(0).double() * positions).sum() / weights.sum()
+    centre_y = (weights.sum(1).double() * positions).sum() / weights.sum()
+    expected = backbone.cell_origin + cell * backbone.stride
+    assert abs(centre_x - expected) < 0.05 and abs(centre_y - expected) < 0.05

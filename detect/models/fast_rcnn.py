@@ -61,6 +61,6 @@ class FastRCNN(Detector):
 
 def build_fast_rcnn(config: ModelConfig, num_classes: int) -> FastRCNN:
     backbone = backbone_from_config(config.backbone)
-    roi_head = RoIHead(backbone.out_channels, backbone.stride, num_classes, config.roi_head)
+    roi_head = RoIHead(backbone.out_channels, backbone.stride, num_classes, config.roi_head, backbone.cell_origin)
     return FastRCNN(backbone, roi_head, ImageTransform(config.input_size, size_divisible=backbone.stride),
                     config.proposals.selective_search)

@@ -48,7 +48,8 @@ class FasterRCNN(Detector):
 
 def build_faster_rcnn(config: ModelConfig, num_classes: int) -> FasterRCNN:
     backbone = backbone_from_config(config.backbone)
-    anchors = AnchorGenerator(config.anchors.sizes, config.anchors.aspect_ratios, backbone.stride)
+    anchors = AnchorGenerator(config.anchors.sizes, config.anchors.aspect_ratios, backbone.stride,
+                              backbone.cell_origin)
     rpn = RegionProposalNetwork(backbone.out_channels, anchors, config.rpn)
-    roi_head = RoIHead(backbone.out_channels, backbone.stride, num_classes, config.roi_head)
+    roi_head = RoIHead(backbone.out_channels, backbone.stride, num_classes, config.roi_head, backbone.cell_origin)
     return FasterRCNN(backbone, rpn, roi_head, ImageTransform(config.input_size, size_divisible=backbone.stride))

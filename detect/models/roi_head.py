@@ -42,16 +42,24 @@ class RoIPooler(nn.Module):
     :attr:`SEPARABLE_MAX_CELLS` cells, where its dense products beat the kernel's per-sample loop
     (300 regions on a 20 × 26 map of 96 channels: 6-8 against 11-17 ms; on 50 × 50, 22 against 13).
     Exporting (ONNX) always uses the kernel.
+
+    RoIAlign reads feature cell ``i`` as centred at input coordinate ``origin + i · stride`` (the
+    backbone's :attr:`~detect.backbones.Backbone.cell_origin`); torchvision's ``aligned=True``
+    assumes ``(i + ½) · stride``, so regions are shifted by the difference before the kernel.
+    RoIPool keeps the original's rounding of ``x / stride``.
     """
 
     SEPARABLE_MAX_CELLS = 32 * 32
 
-    def __init__(self, output_size: int, stride: int, kind: str = "align", sampling_ratio: int = 2):
+    def __init__(self, output_size: int, stride: int, kind: str = "align", sampling_ratio: int = 2,
+                 origin: float | None = None):
         super().__init__()
         if kind not in ("align", "pool"):
             raise ValueError(f"RoI pooler kind must be 'align' or 'pool', got {kind!r}")
         self.output_size = output_size
         self.spatial_scale = 1.0 / stride
+        self.origin = stride / 2 if origin is None else float(origin)
+        self.shift = stride / 2 - self.origin     # added to boxes so that aligned=True reads the right cells
         self.kind = kind
         self.sampling_ratio = sampling_ratio
 
@@ -61,6 +69,8 @@ class RoIPooler(nn.Module):
         # and multiplies in the features' dtype; torchvision's kernels take one dtype for both.
         exact = torch.promote_types(features.dtype, torch.float32)
         boxes = [b.to(exact) for b in boxes]
+        if self.kind == "align" and self.shift:
+            boxes = [b + self.shift for b in boxes]
         if self.kind == "align" and self._separable(features):
             return separable_roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio)
         if self.kind == "pool":
@@ -162,15 +172,17 @@ class RoIHead(nn.Module):
     """Pool → two fc layers → (class logits over C+1, class-specific deltas 4·C).
 
     Args:
-        in_channels: backbone channels. stride: backbone stride.
+        in_channels: backbone channels. stride: backbone stride. cell_origin: the backbone's
+        :attr:`~detect.backbones.Backbone.cell_origin` (default ``stride / 2``).
         num_classes: foreground classes. config: :class:`detect.config.RoIHeadConfig`.
     """
 
-    def __init__(self, in_channels: int, stride: int, num_classes: int, config: RoIHeadConfig):
+    def __init__(self, in_channels: int, stride: int, num_classes: int, config: RoIHeadConfig,
+                 cell_origin: float | None = None):
         super().__init__()
         self.num_classes = num_classes
         self.config = config
-        self.pooler = RoIPooler(config.pool_size, stride, config.pooler, config.sampling_ratio)
+        self.pooler = RoIPooler(config.pool_size, stride, config.pooler, config.sampling_ratio, cell_origin)
         self.box_head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_channels * config.pool_size ** 2, config.hidden_dim), nn.ReLU(inplace=True),

@@ -4,7 +4,9 @@ The backbone, anchors (sizes × ratios), RoIAlign 7×7, two-fc head, sampling, t
 input size all come from the same :class:`~detect.config.ModelConfig` as
 :mod:`detect.models.faster_rcnn`; only torchvision's own implementation choices differ:
 
-* anchor centres at cell corners ``(x·stride, y·stride)`` instead of cell centres;
+* anchor centres at ``(x·stride, y·stride)``, and RoIAlign with ``aligned=False`` (cell ``i`` read
+  at ``i·stride``, regions at least one cell wide); ours place both at the backbone's cell centres
+  ``cell_origin + i·stride`` (0.5 px further for MobileNetV2) with ``aligned=True`` sampling;
 * RPN proposals below 1e-3 px are removed (``model.rpn.min_size`` is not used);
 * the RoI box loss uses smooth-L1 with β = 1/9 (σ = 3) where Fast R-CNN uses σ = 1;
 * the box predictor regresses 4·(C+1) deltas (including background).

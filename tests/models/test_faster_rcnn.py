@@ -68,6 +68,10 @@ def test_nine_anchors_per_location_centred_on_cells():
     assert torch.allclose(areas, torch.tensor([32.0 ** 2] * 3 + [64.0 ** 2] * 3 + [128.0 ** 2] * 3))
     ratios = (anchors[:3, 3] - anchors[:3, 1]) / (anchors[:3, 2] - anchors[:3, 0])
     assert torch.allclose(ratios, torch.tensor([0.5, 1.0, 2.0]))
+    # Centred where the backbone's cells are (its cell_origin), when told.
+    shifted = AnchorGenerator((32,), (1.0,), stride=16, origin=0.5)(2, 3)
+    assert torch.allclose((shifted[:, :2] + shifted[:, 2:])[[0, 1, 3]] / 2,
+                          torch.tensor([[0.5, 0.5], [16.5, 0.5], [0.5, 16.5]]))
 
 
 def test_predict_maps_boxes_back_to_original_size(overfitted):

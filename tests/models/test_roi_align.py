@@ -65,3 +65,20 @@ def test_pooler_keeps_subpixel_box_positions_for_bfloat16_features(requires_grad
     assert pooled.dtype == torch.bfloat16
     # within bfloat16's rounding of values up to ~14 (< 0.1), not the 0.3 of a moved box
     torch.testing.assert_close(pooled.float(), exact, rtol=0, atol=0.1)
+
+
+@pytest.mark.parametrize("side", [16, 40])   # the separable form and the kernel
+def test_pooler_reads_cell_i_at_the_backbones_cell_centre(side):
+    # A map whose value is the cell's own column index: with cells centred at origin + i·stride,
+    # a region centred on input x must pool the value (x - origin) / stride at its middle bin.
+    stride, origin = 8, 0.5
+    columns = torch.arange(side, dtype=torch.float32).repeat(1, 1, side, 1)        # [1, 1, side, side]
+    pooler = RoIPooler(5, stride, origin=origin)
+    centres = torch.tensor([20.5, 44.5, 61.0])
+    boxes = torch.stack([centres - 6, torch.full_like(centres, 40.0), centres + 6, torch.full_like(centres, 60.0)], 1)
+    for features in (columns, columns.clone().requires_grad_()):
+        pooled = pooler(features, [boxes])
+        torch.testing.assert_close(pooled[:, 0, 2, 2].detach(), (centres - origin) / stride)
+    # The default origin is RoIAlign's own aligned=True convention: cells at (i + ½)·stride.
+    pooled = RoIPooler(5, stride)(columns, [boxes])
+    torch.testing.assert_close(pooled[:, 0, 2, 2], centres / stride - 0.5)
