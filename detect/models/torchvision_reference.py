@@ -9,7 +9,8 @@ input size all come from the same :class:`~detect.config.ModelConfig` as
   ``cell_origin + i·stride`` (0.5 px further for MobileNetV2) with ``aligned=True`` sampling;
 * RPN proposals below 1e-3 px are removed (``model.rpn.min_size`` is not used);
 * the RoI box loss uses smooth-L1 with β = 1/9 (σ = 3) where Fast R-CNN uses σ = 1;
-* the box predictor regresses 4·(C+1) deltas (including background).
+* the box predictor regresses 4·(C+1) deltas (including background), and its two last layers
+  keep ``nn.Linear``'s default initialisation (ours: normal, std 0.01 and 0.001, as the paper's code).
 
 Images are not normalised by torchvision's transform (mean 0, std 1): the shared backbone
 normalises them itself, exactly as in our detectors.
