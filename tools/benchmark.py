@@ -140,7 +140,7 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
         model, stored = load_detector(checkpoint, device)
         class_names = stored["class_names"]
     elif config.model.name == "rcnn":
-        summary = train_rcnn(config, progress=progress)
+        summary = train_rcnn(config, progress=progress, final_evaluation=False)
         train_seconds = summary["train_seconds"]
         model, stored = load_detector(summary["best"], device)
         class_names = stored["class_names"]

@@ -261,8 +261,12 @@ def check_finetuned(checkpoint: dict, path: Path, config: Config) -> None:
 
 
 def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None = None,
-               progress: bool = True) -> dict:
-    """Run the stages that have no output yet; returns the summary (test mAP, times, paths)."""
+               progress: bool = True, final_evaluation: bool = True) -> dict:
+    """Run the stages that have no output yet; returns the summary (test mAP, times, paths).
+
+    ``final_evaluation=False`` skips the test-split evaluation (the summary's ``map`` is then
+    ``None``): for callers that evaluate the saved detector themselves, as the benchmark does.
+    """
     started = time.perf_counter()
     trainer = Trainer(config, progress=progress)
     output = trainer.output_dir
@@ -291,24 +295,28 @@ def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None 
         # Stages 3-4 are single-process (liblinear) and may take longer than a collective's
         # timeout: rank 0 runs them and the evaluation alone; the other processes are done.
         return {"map": None, "stage": "svm on rank 0", "iterations": trainer.iteration}
-    return _train_svms_and_evaluate(config, trainer, model, features_set, cache, progress, started)
+    return _train_svms_and_evaluate(config, trainer, model, features_set, cache, progress, started,
+                                    final_evaluation)
 
 
 def _train_svms_and_evaluate(config: Config, trainer: Trainer, model: RCNN, features_set: DetectionDataset,
-                             cache: FeatureCache, progress: bool, started: float) -> dict:
+                             cache: FeatureCache, progress: bool, started: float,
+                             final_evaluation: bool = True) -> dict:
     """Stages 3-4, the test-split evaluation and the shipped checkpoint."""
     output = trainer.output_dir
     svm_started = time.perf_counter()
     per_class = train_svms_and_regressors(model, features_set, cache)
     logger.info("stages 3-4: SVMs and regressors in %.1f s", time.perf_counter() - svm_started)
     train_seconds = time.perf_counter() - started
-    result, _ = evaluate_detector(model, trainer.test_set, trainer.device, metric="voc07",
-                                  num_workers=config.data.num_workers, progress=progress)
-    metrics = {"map": float(result.map), "ap": result.as_dict()["ap"], "stage": "svm"}
+    metrics = {"map": None, "ap": None, "stage": "svm"}
+    if final_evaluation:
+        result, _ = evaluate_detector(model, trainer.test_set, trainer.device, metric="voc07",
+                                      num_workers=config.data.num_workers, progress=progress)
+        metrics.update(map=float(result.map), ap=result.as_dict()["ap"])
+        logger.info("R-CNN test mAP@0.5 (VOC07) = %.4f\n%s", result.map, result.table())
     save_checkpoint(output / "best.pt", model=model, config=config, class_names=trainer.class_names,
                     metrics=metrics, svm=per_class)
-    logger.info("R-CNN test mAP@0.5 (VOC07) = %.4f\n%s", result.map, result.table())
-    summary = {"map": float(result.map), "metric": "voc07", "iterations": trainer.iteration,
+    summary = {"map": metrics["map"], "metric": "voc07", "iterations": trainer.iteration,
                "train_seconds": train_seconds, "last": str(output / "last.pt"), "best": str(output / "best.pt"),
                "ap": metrics["ap"], "svm": per_class}
     atomic_write_json(output / "summary.json", summary)

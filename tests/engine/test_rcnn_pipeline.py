@@ -102,3 +102,15 @@ def test_settings_that_do_not_change_finetuning_are_ignored(trained):
     assert rcnn_engine.finetuning_settings(config_dict) == saved
     config_dict["train"]["cpu_amp"] = not config.train.cpu_amp
     assert rcnn_engine.finetuning_settings(config_dict) != saved
+
+
+def test_without_final_evaluation_the_same_detector_is_saved_unscored(trained, caplog):
+    root, config, summary = trained
+    first, _ = load_detector(summary["best"])
+    with caplog.at_level(logging.INFO):
+        again = rcnn_engine.train_rcnn(config, progress=False, final_evaluation=False)
+    assert again["map"] is None and "R-CNN test mAP" not in caplog.text
+    second, checkpoint = load_detector(again["best"])
+    assert checkpoint["metrics"]["map"] is None
+    assert torch.equal(first.svm_weight, second.svm_weight) and torch.equal(first.regressor_weight,
+                                                                             second.regressor_weight)
