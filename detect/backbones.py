@@ -7,7 +7,7 @@ them with its own statistics, and returns one feature map ``[B, out_channels, H 
 name                      stride  out_channels  what
 ========================  ======  ===========  ============================================
 ``small``                 8       96           from scratch, fast enough for 2 CPU cores
-``mobilenet_v2``          16      96           torchvision, ``features[:14]``
+``mobilenet_v2``          16 (8)  96           torchvision, ``features[:14]`` (stride 8: dilated)
 ``resnet18``              16      256          torchvision, conv1 … layer3 (Faster R-CNN "C4")
 ``resnet50``              16      1024         torchvision, conv1 … layer3
 ``vgg16``                 16      512          torchvision, conv1_1 … conv5_3 (the papers' net)
@@ -205,15 +205,35 @@ def _freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def mobilenet_v2_backbone(weights: str | None = None) -> Backbone:
+def mobilenet_v2_backbone(weights: str | None = None, stride: int | None = None) -> Backbone:
+    """MobileNetV2 to stride 16, or with ``stride=8`` the same network dilated (see :func:`_dilate`)."""
+    if stride not in (None, 8, 16):
+        raise ConfigError(f"the 'mobilenet_v2' backbone has outputs at stride 16 or 8 (dilated), not {stride} "
+                          "(model.backbone.stride)")
     network = torchvision.models.mobilenet_v2()
     pretrained = _load_state_dict(network, weights, "mobilenet_v2",
                                   lambda: torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)
     features = network.features
     # stride 2 (0-1), 4 (2-3), 8 (4-6), 16 (7-13): stop at stride 16 as the papers' C4 features do.
     stages = [features[0:2], features[2:4], features[4:7], features[7:14]]
-    backbone = Backbone(stages, out_channels=96, stride=16)
+    if stride == 8:
+        _dilate([block.conv[1][0] for block in features[7:14]])
+    backbone = Backbone(stages, out_channels=96, stride=stride or 16)
     return _freeze_batchnorm(backbone) if pretrained else backbone
+
+
+def _dilate(depthwise: list[nn.Conv2d]) -> None:
+    """Take the stride 2 out of a stage whose 3 × 3 convs are ``depthwise``, keeping its weights' view.
+
+    DeepLab's atrous trick: the first conv stops striding and every later one dilates by 2, so each
+    pretrained kernel still spans the same image area, sampled on a grid twice as fine. The output
+    has twice the resolution (stride 8 instead of 16) for about four times that stage's compute;
+    cells stay centred on input pixels ``i · stride``, as before.
+    """
+    first, *rest = depthwise
+    first.stride = (1, 1)
+    for conv in rest:
+        conv.dilation, conv.padding = (2, 2), (2, 2)
 
 
 def resnet_backbone(depth: int, weights: str | None = None) -> Backbone:
@@ -238,7 +258,7 @@ def vgg16_backbone(weights: str | None = None) -> Backbone:
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "small": lambda weights, stride=None: _small_with_weights(weights, stride),
-    "mobilenet_v2": mobilenet_v2_backbone,
+    "mobilenet_v2": lambda weights, stride=None: mobilenet_v2_backbone(weights, stride),
     "resnet18": lambda weights: resnet_backbone(18, weights),
     "resnet50": lambda weights: resnet_backbone(50, weights),
     "vgg16": vgg16_backbone,
@@ -260,7 +280,7 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_s
         name: ``small``, ``mobilenet_v2``, ``resnet18``, ``resnet50`` or ``vgg16``.
         weights: None, a local state-dict file, or ``"imagenet"``.
         frozen_stages: leading stages excluded from training.
-        stride: output stride; None for the backbone's own (only ``small`` offers a choice: 8 or 4).
+        stride: output stride; None for the backbone's own (``small``: 8 or 4; ``mobilenet_v2``: 16 or 8).
         channels_last: NHWC convolutions (:meth:`Backbone.use_channels_last`); None for the
             backbone's own preference (the torchvision networks yes, ``small`` no).
 
@@ -273,7 +293,7 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_s
     weights = None if weights is None else os.fspath(weights)
     if stride is None:
         backbone = BACKBONES[name](weights)
-    elif name == "small":
+    elif name in ("small", "mobilenet_v2"):
         backbone = BACKBONES[name](weights, stride)
     else:
         backbone = BACKBONES[name](weights)

@@ -56,8 +56,9 @@ class BackboneConfig:
         name: ``small`` (from scratch, CPU-friendly), ``mobilenet_v2``, ``resnet18``, ``resnet50``, ``vgg16``.
         weights: None (random init), a local state-dict file, or ``imagenet`` (torchvision's download).
         frozen_stages: number of leading stages whose weights are not trained.
-        stride: output stride; null for the backbone's own. Only ``small`` offers a choice:
-            8 (default) or 4 (finer anchors and RoI pooling for tiny objects, ~2× the compute).
+        stride: output stride; null for the backbone's own. ``small`` offers 8 (default) or 4
+            (finer anchors and RoI pooling for tiny objects, ~2× the compute); ``mobilenet_v2``
+            16 (default) or 8 (its last stage dilated instead of strided, same weights).
         channels_last: run the backbone's convolutions on channels-last (NHWC) tensors; null for
             the backbone's own choice: on for the torchvision networks (MobileNetV2 ~1.5× faster
             on a CPU), off for ``small`` (no measurable gain).

@@ -39,6 +39,8 @@ def test_backbone_errors_name_the_setting(tmp_path):
         build_backbone("small", stride=2)
     with pytest.raises(ConfigError, match="no pretrained weights"):
         build_backbone("small", weights=tmp_path / "w.pth")
+    with pytest.raises(ConfigError, match="stride 16 or 8 \\(dilated\\), not 4"):
+        build_backbone("mobilenet_v2", stride=4)
     with pytest.raises(ConfigError, match="output stride is 16, not 8"):
         build_backbone("resnet18", stride=8)
     with pytest.raises(CheckpointError, match="weights file not found"):
@@ -68,12 +70,13 @@ def test_channels_last_is_the_torchvision_networks_default_and_changes_only_the_
     assert not backbone_from_config(BackboneConfig(name="mobilenet_v2", channels_last=False)).channels_last
 
 
-@pytest.mark.parametrize("name", ["small", "mobilenet_v2", "resnet18", "vgg16"])
-def test_cell_origin_is_where_each_cells_receptive_field_is_centred(name):
+@pytest.mark.parametrize("name, stride", [("small", None), ("mobilenet_v2", None), ("mobilenet_v2", 8),
+                                          ("resnet18", None), ("vgg16", None)])
+def test_cell_origin_is_where_each_cells_receptive_field_is_centred(name, stride):
     # With every weight positive and equal per layer, BatchNorm as identity and max pools made
     # averages, an output cell's gradient over the input is symmetric about the centre of its
     # receptive field: its centroid (in continuous pixels, +0.5 per index) is cell_origin + i·stride.
-    backbone = build_backbone(name).eval()
+    backbone = build_backbone(name, stride=stride).eval()
     for module in backbone.modules():
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.constant_(module.weight, 1e-2 / (module.weight[0].numel()))
@@ -92,3 +95,15 @@ def test_cell_origin_is_where_each_cells_receptive_field_is_centred(name):
     centre_y = (weights.sum(1).double() * positions).sum() / weights.sum()
     expected = backbone.cell_origin + cell * backbone.stride
     assert abs(centre_x - expected) < 0.05 and abs(centre_y - expected) < 0.05
+
+
+def test_dilated_mobilenet_v2_doubles_the_resolution_with_the_same_weights():
+    coarse, fine = build_backbone("mobilenet_v2").eval(), build_backbone("mobilenet_v2", stride=8).eval()
+    fine.load_state_dict(coarse.state_dict())          # same parameters: stride-16 weights load as they are
+    assert fine.stride == 8 and fine.out_channels == 96
+    images = torch.rand(1, 3, 64, 80)
+    with torch.no_grad():
+        assert fine(images).shape == (1, 96, 8, 10) and coarse(images).shape == (1, 96, 4, 5)
+        # Before the dilated stage both compute the same stride-8 map.
+        torch.testing.assert_close(fine.stages[:3](fine.normalise(images)),
+                                   coarse.stages[:3](coarse.normalise(images)))
