@@ -165,6 +165,9 @@ class RCNNConfig:
         crop_size: side of the square each proposal is warped to.
         context_pad: pixels of image context around the proposal in the warped crop.
         feature_dim: width of the fc layer on the pooled backbone features (the "fc7" features).
+        pool_size: the backbone output is average-pooled to ``pool_size × pool_size`` and flattened
+            into that fc layer. The paper flattens AlexNet's 6 × 6 pool5 map, whose layout tells a
+            crop centred on an object from a shifted one; 1 is global average pooling.
         batch_size_per_image: warped regions per image in a fine-tuning batch (128 per 2 images).
         positive_fraction: foreground share of those (32 of 128).
         foreground_iou: fine-tuning foreground threshold (IoU ≥ 0.5; below is background).
@@ -188,6 +191,7 @@ class RCNNConfig:
     crop_size: int = _ranged(227, 8)
     context_pad: int = _ranged(16, 0)
     feature_dim: int = _ranged(4096, 1)
+    pool_size: int = _ranged(1, 1)
     batch_size_per_image: int = _ranged(64, 1)
     positive_fraction: float = _ranged(0.25, 0, 1, low_open=True)
     foreground_iou: float = _ranged(0.5, 0, 1)

@@ -222,7 +222,7 @@ def train_svms_and_regressors(model: RCNN, dataset: DetectionDataset, cache: Fea
 FINETUNING_SETTINGS = {
     "data": None,
     "model": ("name", "input_size", "backbone"),
-    "model.rcnn": ("crop_size", "context_pad", "feature_dim", "batch_size_per_image", "positive_fraction",
+    "model.rcnn": ("crop_size", "context_pad", "feature_dim", "pool_size", "batch_size_per_image", "positive_fraction",
                    "foreground_iou", "max_proposals"),
     "model.proposals": ("selective_search",),
     "train": ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "warmup_iters",

@@ -75,8 +75,9 @@ class RCNN(Detector):
         self.num_classes = num_classes
         self.transform = transform
         self.proposal_config = proposal_config
-        self.feature = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                     nn.Linear(backbone.out_channels, config.feature_dim), nn.ReLU(inplace=True))
+        pooled = backbone.out_channels * config.pool_size ** 2      # the paper: pool5, 6 × 6 × 256
+        self.feature = nn.Sequential(nn.AdaptiveAvgPool2d(config.pool_size), nn.Flatten(),
+                                     nn.Linear(pooled, config.feature_dim), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(config.feature_dim, num_classes + 1)   # fine-tuning only
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)

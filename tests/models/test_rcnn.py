@@ -16,8 +16,8 @@ from tests.models.helpers import negative_target, tiny_batch
 NUM_CLASSES = 8
 
 
-def tiny_config():
-    return load_config(None, [
+def tiny_config(*overrides):
+    return load_config(None, [*overrides,
         "model.name=rcnn", "model.input_size=128", "model.backbone.name=small", "model.rcnn.crop_size=32",
         "model.rcnn.context_pad=4", "model.rcnn.feature_dim=64", "model.rcnn.batch_size_per_image=32",
         "model.proposals.selective_search.max_boxes=200", "model.proposals.selective_search.min_size=2"])
@@ -103,3 +103,19 @@ def test_contract_fine_tuning_loss_and_negatives():
     model.train()
     losses = model(images, targets)
     assert set(losses) == {"cls"} and torch.isfinite(losses["cls"])
+
+
+@pytest.mark.parametrize("pool_size", [1, 2])
+def test_feature_layer_sees_the_pooled_layout_when_pool_size_is_above_one(pool_size):
+    """pool_size 1 averages the crop's map away (a pattern and its mirror image give the same
+    feature); pool_size > 1 flattens a pool_size × pool_size map into the fc layer, as the paper's
+    fc6 flattens pool5, so the layout of the crop reaches the features."""
+    model = build_detector(tiny_config(f"model.rcnn.pool_size={pool_size}").model, NUM_CLASSES).eval()
+    channels = model.backbone.out_channels
+    assert model.feature[2].in_features == channels * pool_size ** 2
+    left = torch.zeros(1, channels, 4, 4)
+    left[..., :2] = 1.0
+    right = left.flip(-1)
+    with torch.no_grad():
+        same = torch.allclose(model.feature(left), model.feature(right))
+    assert same == (pool_size == 1)
