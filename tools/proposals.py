@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     counts = np.array([len(b) for b in dataset.proposals.values()])
     table = recall_table(dataset)
-    print(f"{dataset.name}: {len(dataset)} images, selective search {search.mode} mode, "
+    print(f"{dataset.name}: {len(dataset)} images, selective search {search.describe()}, "
           f"at most {search.max_boxes} boxes, min side {search.min_size} px")
     print(f"proposals per image: median {np.median(counts):.0f}, mean {counts.mean():.0f}, max {counts.max()}")
     print(f"wall-clock {elapsed:.1f} s for this run ({len(dataset) / max(elapsed, 1e-9):.1f} images/s "
@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {budget:>5}   {recalls[0.5]:10.4f}  {recalls[0.7]:10.4f}")
     if args.json is not None:
         atomic_write_json(args.json, {"dataset": dataset.name, "split": args.split, "mode": search.mode,
+                                      "selective_search": search.cache_params(),
                                       "max_boxes": search.max_boxes, "proposals_median": float(np.median(counts)),
                                       "seconds": elapsed, "recall": {str(k): v for k, v in table.items()}})
     return 0

@@ -24,7 +24,6 @@ import logging
 import shutil
 import time
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +67,7 @@ class FeatureCache:
     first, then the K proposals) and ``boxes`` (float32[G + K, 4], original pixels)."""
 
     def __init__(self, root: str | Path, model: RCNN, config: Config):
-        params = {"weights": weights_digest(model), "proposals": asdict(config.model.proposals.selective_search),
+        params = {"weights": weights_digest(model), "proposals": config.model.proposals.selective_search.cache_params(),
                   "crop_size": config.model.rcnn.crop_size, "context_pad": config.model.rcnn.context_pad,
                   "max_proposals": config.model.rcnn.max_proposals,
                   "input_size": config.model.input_size, "dataset": config.data.dataset,

@@ -23,7 +23,6 @@ import os
 import re
 import time
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -86,7 +85,7 @@ class ProposalCache:
     def __init__(self, cache_dir: str | os.PathLike, dataset_name: str, dataset_location: str | os.PathLike,
                  config: SelectiveSearchConfig):
         self.config = config
-        params = {"dataset": str(Path(dataset_location).resolve()), "selective_search": asdict(config)}
+        params = {"dataset": str(Path(dataset_location).resolve()), "selective_search": config.cache_params()}
         key = hashlib.sha1(json.dumps(params, sort_keys=True).encode("utf-8")).hexdigest()[:12]
         self.directory = Path(cache_dir) / f"{_UNSAFE.sub('_', dataset_name)}-{key}"
         self.params = params
@@ -130,7 +129,7 @@ class ProposalCache:
             for annotation in absent:
                 logger.warning("%s: proposal file missing; computing this image", self.path(annotation.image_id))
         if missing:
-            logger.info("selective search (%s mode) on %d of %d images into %s", self.config.mode,
+            logger.info("selective search (%s) on %d of %d images into %s", self.config.describe(),
                         len(missing), len(annotations), self.directory)
             jobs = [(a.image_id, str(a.image_path), str(self.path(a.image_id)), self.config) for a in missing]
             start, total_boxes = time.perf_counter(), 0

@@ -4,8 +4,15 @@ The algorithm: over-segment the image with the graph-based method of Felzenszwal
 Huttenlocher, then greedily merge the two most similar neighbouring regions (similarity = a sum
 of colour-histogram, texture-histogram, size and fill terms) until one region is left; every
 region ever formed gives a box. Diversification runs this over several colour spaces and
-segmentation scales. The "fast" mode (R-CNN's choice) uses 2 colour spaces × 2 scales; "quality"
-uses more of each. OpenCV's ``cv2.ximgproc.segmentation`` is the C++ implementation used here.
+segmentation scales (the threshold k of the graph segmentation). The "fast" mode (R-CNN's choice)
+runs 2 colour spaces (HSV, Lab) × 3 values of k × 2 similarity combinations; "quality" 5 colour
+spaces × 5 values of k × 4 combinations. OpenCV's ``cv2.ximgproc.segmentation`` is the C++
+implementation used here.
+
+Two knobs trade the fast mode's diversification for time. ``texture: false`` leaves the texture similarity
+(histograms of Gaussian derivatives in 8 directions, the costliest term) out of every combination,
+and ``segmentations`` sets how many values of k are used. On the built-in shapes, which are flat
+colour on textured backgrounds, both cost nothing in recall (docs/benchmarks.md).
 
 Boxes come out ordered by the hierarchy (OpenCV ranks them with the paper's randomised
 "hierarchy level × random" score), so keeping the first ``max_boxes`` keeps the most promising.
@@ -18,7 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal, Sequence
 
 import cv2
@@ -38,7 +45,12 @@ class SelectiveSearchConfig:
         min_size: drop boxes with a side shorter than this many pixels (of the original image).
         scale: run on the image resized by this factor (> 1 helps small objects in small images);
             boxes are mapped back to the original pixels.
-        base_k, sigma: the graph-based segmentation's scale and smoothing (OpenCV's defaults).
+        base_k, sigma: the graph-based segmentation's scale and smoothing (OpenCV's defaults);
+            the segmentations use k = base_k, 2·base_k, 3·base_k, ...
+        texture: use the texture similarity (the paper's setting); False drops it, which is
+            much faster. Fast mode only.
+        segmentations: how many values of k; 0 means the mode's (fast 3, quality 5). Changed in
+            the fast mode only.
     """
 
     mode: Literal["fast", "quality"] = "fast"
@@ -47,6 +59,8 @@ class SelectiveSearchConfig:
     scale: float = 1.0
     base_k: int = 150
     sigma: float = 0.8
+    texture: bool = True
+    segmentations: int = 0
 
     def __post_init__(self):
         checks = [
@@ -56,10 +70,31 @@ class SelectiveSearchConfig:
             (self.scale > 0, f"scale must be > 0, got {self.scale}"),
             (self.base_k >= 1, f"base_k must be >= 1, got {self.base_k}"),
             (self.sigma >= 0, f"sigma must be >= 0, got {self.sigma}"),
+            (self.segmentations >= 0, f"segmentations must be >= 0 (0: the mode's), got {self.segmentations}"),
+            (self.mode == "fast" or (self.texture and self.segmentations == 0),
+             "texture and segmentations can only be changed in the fast mode"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"selective search: {message}")
+
+    def describe(self) -> str:
+        """A short description for logs: ``fast mode`` or e.g. ``fast mode, no texture, 2 segmentations``."""
+        parts = [f"{self.mode} mode"]
+        if not self.texture:
+            parts.append("no texture")
+        if self.segmentations:
+            parts.append(f"{self.segmentations} segmentations")
+        return ", ".join(parts)
+
+    def cache_params(self) -> dict:
+        """The parameters as stored with cached proposals (and in cache keys). The knobs added
+        after the first caches were written appear only when set, so those caches stay valid."""
+        params = asdict(self)
+        for name, original in (("texture", True), ("segmentations", 0)):
+            if params[name] == original:
+                del params[name]
+        return params
 
 
 @functools.cache
@@ -96,10 +131,13 @@ def selective_search(image: np.ndarray, config: SelectiveSearchConfig = Selectiv
                          interpolation=cv2.INTER_LINEAR)
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(bgr)
-    if config.mode == "fast":
-        search.switchToSelectiveSearchFast(config.base_k, config.base_k, config.sigma)
+    if config.texture and config.segmentations == 0:     # OpenCV's own set-up of the two modes
+        if config.mode == "fast":
+            search.switchToSelectiveSearchFast(config.base_k, config.base_k, config.sigma)
+        else:
+            search.switchToSelectiveSearchQuality(config.base_k, config.base_k, config.sigma)
     else:
-        search.switchToSelectiveSearchQuality(config.base_k, config.base_k, config.sigma)
+        _diversify(search, bgr, config)
     _seed_c_random(0)
     rects = np.asarray(search.process(), dtype=np.float32).reshape(-1, 4)    # x, y, w, h
     boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1) / config.scale
@@ -108,6 +146,31 @@ def selective_search(image: np.ndarray, config: SelectiveSearchConfig = Selectiv
     boxes = boxes[sides >= max(config.min_size, 1e-3)]
     _, first = np.unique(boxes, axis=0, return_index=True)
     return boxes[np.sort(first)][: config.max_boxes]
+
+
+def _diversify(search, bgr: np.ndarray, config: SelectiveSearchConfig) -> None:
+    """The fast mode's set-up, as OpenCV's ``switchToSelectiveSearchFast`` makes it (HSV and Lab;
+    k = base_k, 2·base_k, ...; colour + fill + texture + size, and fill + texture + size), with
+    ``config.segmentations`` values of k and without the texture term if ``config.texture`` is off."""
+    segmentation = cv2.ximgproc.segmentation
+
+    def combination(*names: str):     # fresh strategy objects for each combination, as in OpenCV
+        make = {"colour": segmentation.createSelectiveSearchSegmentationStrategyColor,
+                "fill": segmentation.createSelectiveSearchSegmentationStrategyFill,
+                "texture": segmentation.createSelectiveSearchSegmentationStrategyTexture,
+                "size": segmentation.createSelectiveSearchSegmentationStrategySize}
+        terms = [make[name]() for name in names if config.texture or name != "texture"]
+        return segmentation.createSelectiveSearchSegmentationStrategyMultiple(*terms)
+
+    search.clearImages()
+    search.clearGraphSegmentations()
+    search.clearStrategies()
+    search.addImage(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV))
+    search.addImage(cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab))
+    for level in range(config.segmentations or 3):
+        search.addGraphSegmentation(segmentation.createGraphSegmentation(config.sigma, float(config.base_k * (level + 1))))
+    search.addStrategy(combination("colour", "fill", "texture", "size"))
+    search.addStrategy(combination("fill", "texture", "size"))
 
 
 def image_tensor_to_uint8(image: torch.Tensor) -> np.ndarray:

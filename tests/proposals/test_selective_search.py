@@ -43,11 +43,39 @@ def test_box_cap_keeps_the_first_boxes():
     assert np.array_equal(capped, every[:10])
 
 
+def test_explicit_set_up_reproduces_opencv_fast_mode():
+    """The set-up used when texture or segmentations are changed is OpenCV's own for the defaults."""
+    image = generate_image(np.random.default_rng(3), SyntheticConfig(image_size=96)).image
+    opencv = selective_search(image, SelectiveSearchConfig(min_size=0))
+    explicit = selective_search(image, SelectiveSearchConfig(min_size=0, segmentations=3))
+    assert len(opencv) > 10 and np.array_equal(opencv, explicit)
+
+
+def test_lighter_diversification_still_finds_flat_shapes():
+    config = SyntheticConfig(image_size=128, min_objects=2, max_objects=3, negative_fraction=0.0, min_size=0.2,
+                             max_size=0.4, truncation_margin=0.0, max_distractors=0)
+    sample = generate_image(np.random.default_rng(5), config)
+    full = selective_search(sample.image, SelectiveSearchConfig())
+    light = selective_search(sample.image, SelectiveSearchConfig(texture=False, segmentations=2))
+    assert not np.array_equal(full, light)
+    assert box_iou(torch.as_tensor(sample.boxes), torch.as_tensor(light)).max(dim=1).values.min() > 0.7
+
+
+def test_new_knobs_keep_old_cache_keys_at_their_defaults():
+    assert "texture" not in SelectiveSearchConfig().cache_params()
+    assert SelectiveSearchConfig(texture=False).cache_params()["texture"] is False
+    assert SelectiveSearchConfig(segmentations=2).cache_params()["segmentations"] == 2
+
+
 def test_invalid_parameters_are_config_errors():
     with pytest.raises(ConfigError, match="mode"):
         SelectiveSearchConfig(mode="slow")
     with pytest.raises(ConfigError, match="max_boxes"):
         SelectiveSearchConfig(max_boxes=0)
+    with pytest.raises(ConfigError, match="segmentations"):
+        SelectiveSearchConfig(segmentations=-1)
+    with pytest.raises(ConfigError, match="fast mode"):
+        SelectiveSearchConfig(mode="quality", texture=False)
 
 
 def test_cache_recomputes_only_missing_and_damaged_files(tiny_voc, tmp_path, caplog):
