@@ -2,13 +2,15 @@
 
     python tools/benchmark.py                                  # built-in shapes, all detectors
     python tools/benchmark.py --quick                          # shortened schedules, <= 10 min on 2 cores
+    python tools/benchmark.py --variant mnv2                   # built-in, *_shapes_mnv2.yaml where they exist
     python tools/benchmark.py --data ../shared/data/raccoon --out runs/benchmark_raccoon
     python tools/benchmark.py --data builtin --detectors faster_rcnn,yolo \\
         --checkpoint faster_rcnn=runs/faster_rcnn_shapes/best.pt
 
 Each detector is trained with ``configs/<detector>_<dataset>.yaml`` (``<dataset>`` is ``shapes``
 for the built-in data, else the dataset folder's name; without such a file, the detector's
-raccoon recipe — MobileNetV2 ImageNet weights — is used with the data replaced) unless
+raccoon recipe — MobileNetV2 ImageNet weights — is used with the data replaced;
+``--variant V`` prefers ``configs/<detector>_<dataset>_V.yaml``) unless
 ``--checkpoint name=path`` gives a trained one. ``torchvision`` is torchvision's own
 ``FasterRCNN`` built from the Faster R-CNN config: same backbone, weights, input size, anchors,
 sampling and schedule. The final weights are evaluated (not the best epoch, which would be chosen
@@ -65,6 +67,8 @@ def detector_config(name: str, data: str, args: argparse.Namespace, configs_dir:
     """The config used for ``name`` on ``data`` and a note on where it came from."""
     family = "faster_rcnn" if name == "torchvision" else name
     path = configs_dir / f"{family}_{dataset_key(data)}.yaml"
+    if args.variant and (configs_dir / f"{family}_{dataset_key(data)}_{args.variant}.yaml").exists():
+        path = configs_dir / f"{family}_{dataset_key(data)}_{args.variant}.yaml"
     overrides: list[str] = []
     note = path.name
     if not path.exists():
@@ -257,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small built-in dataset and shortened schedules")
     parser.add_argument("--images", type=int, default=20, help="test images timed (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--variant", help="prefer configs/<detector>_<dataset>_<VARIANT>.yaml where it exists "
+                        "(e.g. mnv2: the built-in configs with ImageNet MobileNetV2)")
     parser.add_argument("--configs", type=Path, default=Path("configs"))
     parser.add_argument("--out", type=Path, help="results folder (default runs/benchmark_<dataset>[_quick])")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to every detector's config")

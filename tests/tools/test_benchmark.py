@@ -40,3 +40,17 @@ def test_unknown_detector_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unknown detector"):
         benchmark.main(["--detectors", "ssd"])
+
+
+def test_variant_prefers_its_config_and_falls_back_per_detector(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    source = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("faster_rcnn_shapes.yaml", "faster_rcnn_shapes_mnv2.yaml", "yolo_shapes.yaml"):
+        (configs / name).write_text((source / name).read_text())
+    args = benchmark.argparse.Namespace(variant="mnv2", backbone=None, weights=None, quick=False, out=tmp_path / "out",
+                                        overrides=[])
+    faster, faster_note = benchmark.detector_config("faster_rcnn", "builtin", args, configs)
+    yolo, yolo_note = benchmark.detector_config("yolo", "builtin", args, configs)
+    assert faster_note == "faster_rcnn_shapes_mnv2.yaml" and faster.model.backbone.name == "mobilenet_v2"
+    assert yolo_note == "yolo_shapes.yaml" and yolo.model.backbone.name == "small"
