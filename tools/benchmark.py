@@ -67,8 +67,9 @@ def detector_config(name: str, data: str, args: argparse.Namespace, configs_dir:
     """The config used for ``name`` on ``data`` and a note on where it came from."""
     family = "faster_rcnn" if name == "torchvision" else name
     path = configs_dir / f"{family}_{dataset_key(data)}.yaml"
-    if args.variant and (configs_dir / f"{family}_{dataset_key(data)}_{args.variant}.yaml").exists():
-        path = configs_dir / f"{family}_{dataset_key(data)}_{args.variant}.yaml"
+    variant = configs_dir / f"{family}_{dataset_key(data)}_{args.variant}.yaml"
+    if args.variant and variant.exists():
+        path = variant
     overrides: list[str] = []
     note = path.name
     if not path.exists():
@@ -280,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--checkpoint {item!r}: expected NAME=PATH with NAME one of {', '.join(DETECTORS)}")
         checkpoints[name] = path
     key = dataset_key(args.data)
+    if args.variant and not any((args.configs / f"{'faster_rcnn' if n == 'torchvision' else n}_{key}_{args.variant}.yaml")
+                                .exists() for n in names):
+        raise ConfigError(f"--variant {args.variant}: no {args.configs}/<detector>_{key}_{args.variant}.yaml for "
+                          f"{', '.join(names)}; check the name (e.g. mnv2) or leave --variant out")
     args.out = args.out or Path("runs") / f"benchmark_{key}{'_quick' if args.quick else ''}"
     started = time.perf_counter()
     results = {"dataset": key, "data": args.data, "quick": args.quick, "command": " ".join(["python", "tools/benchmark.py",

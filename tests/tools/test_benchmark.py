@@ -54,3 +54,10 @@ def test_variant_prefers_its_config_and_falls_back_per_detector(tmp_path):
     yolo, yolo_note = benchmark.detector_config("yolo", "builtin", args, configs)
     assert faster_note == "faster_rcnn_shapes_mnv2.yaml" and faster.model.backbone.name == "mobilenet_v2"
     assert yolo_note == "yolo_shapes.yaml" and yolo.model.backbone.name == "small"
+
+
+def test_variant_without_any_config_is_a_config_error():
+    from detect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--variant mvn2"):
+        benchmark.main(["--variant", "mvn2", "--detectors", "faster_rcnn,yolo"])
