@@ -63,17 +63,22 @@ def dataset_key(data: str) -> str:
     return "shapes" if data == BUILTIN_DATASET else Path(data).name if Path(data).is_dir() else Path(data).stem
 
 
+def config_path(name: str, key: str, configs_dir: Path, variant: str | None = None) -> Path:
+    """``configs/<family>_<dataset key>[_<variant>].yaml``; torchvision's reference uses Faster R-CNN's."""
+    family = "faster_rcnn" if name == "torchvision" else name
+    return configs_dir / f"{family}_{key}{f'_{variant}' if variant else ''}.yaml"
+
+
 def detector_config(name: str, data: str, args: argparse.Namespace, configs_dir: Path) -> tuple[Config, str]:
     """The config used for ``name`` on ``data`` and a note on where it came from."""
-    family = "faster_rcnn" if name == "torchvision" else name
-    path = configs_dir / f"{family}_{dataset_key(data)}.yaml"
-    variant = configs_dir / f"{family}_{dataset_key(data)}_{args.variant}.yaml"
+    path = config_path(name, dataset_key(data), configs_dir)
+    variant = config_path(name, dataset_key(data), configs_dir, args.variant)
     if args.variant and variant.exists():
         path = variant
     overrides: list[str] = []
     note = path.name
     if not path.exists():
-        path = configs_dir / f"{family}_raccoon.yaml"
+        path = config_path(name, "raccoon", configs_dir)
         overrides += [f"data.dataset={data}", "data.class_names=null"]
         note = f"{path.name} with data.dataset={data}"
     if not path.exists():
@@ -281,8 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--checkpoint {item!r}: expected NAME=PATH with NAME one of {', '.join(DETECTORS)}")
         checkpoints[name] = path
     key = dataset_key(args.data)
-    if args.variant and not any((args.configs / f"{'faster_rcnn' if n == 'torchvision' else n}_{key}_{args.variant}.yaml")
-                                .exists() for n in names):
+    if args.variant and not any(config_path(n, key, args.configs, args.variant).exists() for n in names):
         raise ConfigError(f"--variant {args.variant}: no {args.configs}/<detector>_{key}_{args.variant}.yaml for "
                           f"{', '.join(names)}; check the name (e.g. mnv2) or leave --variant out")
     args.out = args.out or Path("runs") / f"benchmark_{key}{'_quick' if args.quick else ''}"
