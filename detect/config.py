@@ -127,6 +127,8 @@ class YOLOConfig:
         grid_size: S, the S × S grid of cells (7 at 448 px in the paper).
         boxes_per_cell: B, box predictors per cell.
         conv_channels: channels of the extra 3 × 3 conv layers on the backbone (one entry per layer).
+        first_conv_stride: stride of the first of them (2, the paper's ``3×3×1024-s-2``; 1 keeps
+            the backbone's resolution, which the cell head's ``k × k`` patches need).
         hidden_dim: width of the first fully connected layer (4096 in the paper).
         dropout: dropout after the first fully connected layer.
         leaky_slope: negative slope of the Leaky ReLU used everywhere but the last layer.
@@ -135,6 +137,9 @@ class YOLOConfig:
         local_hidden: hidden channels of that cell head, which sees each cell's own patch of the
             conv map; 0 makes it a linear 1 × 1 conv on the ``S × S`` average-pooled map.
         lambda_coord, lambda_noobj: the loss weights of the coordinate and no-object terms.
+        noobj_ignore_iou: predictors whose box already overlaps an object with IoU above this
+            are left out of the no-object term (YOLOv2's rule, not in YOLOv1); 1.0 leaves nobody
+            out, as the paper.
         score_threshold: minimum class-specific confidence kept at test time.
         nms_iou: per-class NMS threshold at test time.
         detections_per_image: cap on the detections kept per image.
@@ -143,6 +148,7 @@ class YOLOConfig:
     grid_size: int = _ranged(7, 1)
     boxes_per_cell: int = _ranged(2, 1)
     conv_channels: tuple[int, ...] = _tuple(1024, 1024, low=1)
+    first_conv_stride: int = _ranged(2, 1)
     hidden_dim: int = _ranged(4096, 1)
     dropout: float = _ranged(0.5, 0, 1, high_open=True)
     leaky_slope: float = _ranged(0.1, 0, 1)
@@ -150,6 +156,7 @@ class YOLOConfig:
     local_hidden: int = _ranged(0, 0)
     lambda_coord: float = _ranged(5.0, 0)
     lambda_noobj: float = _ranged(0.5, 0)
+    noobj_ignore_iou: float = _ranged(1.0, 0, 1)
     score_threshold: float = _ranged(0.05, 0, 1)
     nms_iou: float = _ranged(0.5, 0, 1)
     detections_per_image: int = _ranged(100, 1)

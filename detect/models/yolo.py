@@ -17,6 +17,13 @@ and a linear fully connected layer producing the grid. Leaky ReLU (slope 0.1) fo
 but the last. Departures from the paper, both for from-scratch training in a CPU-sized schedule:
 
 * the extra conv layers have BatchNorm (as in YOLOv2);
+* optionally (``yolo.first_conv_stride: 1``) the first extra conv keeps the backbone's
+  resolution instead of halving it, so the cell head below sees more than one position per cell;
+* optionally (``yolo.noobj_ignore_iou`` below 1), YOLOv2's rule in the no-object term: a
+  predictor whose box already overlaps an object with IoU above it is not pushed towards 0.
+  With the paper's loss the ``B`` predictors of an object's cell take turns being responsible
+  early in training, so each one's confidence is trained towards the IoU on some steps and
+  towards 0 on others, and the neighbouring cells' boxes on the same object are pushed to 0 too;
 * optionally (``yolo.local_head``, off by default), a *cell head* added to the fully connected
   output, cell by cell: each cell's own ``k × k`` patch of the last conv map (``k`` = map side /
   S, 2 for the built-in config) goes through a ``k × k``-stride-``k`` conv to ``local_hidden``
@@ -38,7 +45,8 @@ four named parts:
 * ``coord`` = λcoord Σ_responsible [(x − x̂)² + (y − ŷ)² + (√w − √ŵ)² + (√h − √ĥ)²], λcoord = 5;
 * ``obj`` = Σ_responsible (C − IoU)², the IoU of the predicted box with its object (a constant);
 * ``noobj`` = λnoobj Σ_other predictors C², λnoobj = 0.5 — every predictor that is not
-  responsible for an object, including the other ``B − 1`` of a cell that holds one;
+  responsible for an object, including the other ``B − 1`` of a cell that holds one (less those
+  that ``noobj_ignore_iou`` leaves out, when set);
 * ``cls`` = Σ_cells with an object Σ_c (p(c) − p̂(c))².
 
 An object belongs to the cell holding its centre; its *responsible* predictor is the one of the
@@ -118,7 +126,7 @@ class YOLOHead(nn.Module):
         layers: list[nn.Module] = []
         channels, side = in_channels, feature_side
         for index, width in enumerate(config.conv_channels):
-            stride = 2 if index == 0 else 1
+            stride = config.first_conv_stride if index == 0 else 1
             layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False),
                        nn.BatchNorm2d(width), nn.LeakyReLU(config.leaky_slope, inplace=True)]
             channels, side = width, _conv_output_side(side, stride)
@@ -179,6 +187,15 @@ def cell_boxes(boxes: Tensor, rows: Tensor, columns: Tensor, grid_size: int) -> 
     return box_cxcywh_to_xyxy(torch.stack([cx, cy, w, h], dim=-1))
 
 
+def grid_boxes(box_preds: Tensor) -> Tensor:
+    """Every predictor's box: ``box_preds`` [S, S, B, ≥4] → ``x1 y1 x2 y2`` [S, S, B, 4], fractions of the image."""
+    grid_size, boxes_per_cell = box_preds.shape[0], box_preds.shape[2]
+    cells = torch.arange(grid_size, device=box_preds.device)
+    rows = cells.view(-1, 1, 1).expand(grid_size, grid_size, boxes_per_cell)
+    columns = cells.view(1, -1, 1).expand(grid_size, grid_size, boxes_per_cell)
+    return cell_boxes(box_preds[..., :4], rows, columns, grid_size)
+
+
 def assign_objects(boxes: Tensor, image_size: tuple[int, int], grid_size: int) -> tuple[Tensor, Tensor, Tensor]:
     """Which cell holds each object, and which object each occupied cell trains on.
 
@@ -203,7 +220,8 @@ def assign_objects(boxes: Tensor, image_size: tuple[int, int], grid_size: int) -
 
 
 def yolo_loss(predictions: Tensor, targets: list[dict], image_sizes: list[tuple[int, int]],
-              boxes_per_cell: int, lambda_coord: float = 5.0, lambda_noobj: float = 0.5) -> dict[str, Tensor]:
+              boxes_per_cell: int, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
+              noobj_ignore_iou: float = 1.0) -> dict[str, Tensor]:
     """The YOLOv1 sum-squared loss (module docstring), in its four named parts.
 
     Args:
@@ -212,11 +230,15 @@ def yolo_loss(predictions: Tensor, targets: list[dict], image_sizes: list[tuple[
             network input) and ``labels`` (Tensor[K], 0..C-1); K may be 0.
         image_sizes: ``(height, width)`` of each network input image.
         boxes_per_cell: B.
+        noobj_ignore_iou: predictors whose box overlaps some object of the image with IoU above
+            this are left out of the no-object term (YOLOv2's rule); 1.0, the default, leaves
+            nobody out, as the paper.
     """
     num_images, grid_size = predictions.shape[0], predictions.shape[1]
     box_preds, class_preds = split_predictions(predictions, boxes_per_cell)
     num_classes = class_preds.shape[-1]
     responsible = torch.zeros(box_preds.shape[:-1], dtype=torch.bool, device=predictions.device)
+    ignored = torch.zeros_like(responsible)
     coord = predictions.new_zeros(())
     obj = predictions.new_zeros(())
     cls = predictions.new_zeros(())
@@ -226,6 +248,10 @@ def yolo_loss(predictions: Tensor, targets: list[dict], image_sizes: list[tuple[
         objects, rows, columns = assign_objects(target["boxes"], size, grid_size)
         height, width = size
         scale = target["boxes"].new_tensor([width, height, width, height])
+        if noobj_ignore_iou < 1.0:
+            with torch.no_grad():
+                overlaps = box_ops.box_iou(grid_boxes(box_preds[image]).reshape(-1, 4), target["boxes"] / scale)
+                ignored[image] = (overlaps.amax(dim=1) > noobj_ignore_iou).view(ignored.shape[1:])
         truth = target["boxes"][objects] / scale                      # [K, 4], fractions of the image
         predicted = box_preds[image, rows, columns]                   # [K, B, 5]
         with torch.no_grad():
@@ -242,7 +268,7 @@ def yolo_loss(predictions: Tensor, targets: list[dict], image_sizes: list[tuple[
         obj = obj + ((chosen[:, 4] - iou[torch.arange(len(objects)), best]) ** 2).sum()
         one_hot = torch.nn.functional.one_hot(target["labels"][objects], num_classes).to(class_preds.dtype)
         cls = cls + ((class_preds[image, rows, columns] - one_hot) ** 2).sum()
-    noobj = (box_preds[..., 4][~responsible] ** 2).sum()
+    noobj = (box_preds[..., 4][~(responsible | ignored)] ** 2).sum()
     return {"coord": lambda_coord * coord / num_images, "obj": obj / num_images,
             "noobj": lambda_noobj * noobj / num_images, "cls": cls / num_images}
 
@@ -255,12 +281,9 @@ def decode_predictions(predictions: Tensor, image_size: tuple[int, int], boxes_p
     ``score_threshold`` are dropped, then per-class NMS at ``nms_iou`` keeps at most
     ``max_detections`` boxes, by descending score.
     """
-    grid_size = predictions.shape[0]
     height, width = image_size
     box_preds, class_preds = split_predictions(predictions, boxes_per_cell)
-    rows = torch.arange(grid_size, device=predictions.device).view(-1, 1, 1).expand(grid_size, grid_size, boxes_per_cell)
-    columns = torch.arange(grid_size, device=predictions.device).view(1, -1, 1).expand(grid_size, grid_size, boxes_per_cell)
-    boxes = cell_boxes(box_preds[..., :4], rows, columns, grid_size) * predictions.new_tensor([width, height] * 2)
+    boxes = grid_boxes(box_preds) * predictions.new_tensor([width, height] * 2)
     confidence = box_preds[..., 4].clamp(0, 1)                                  # [S, S, B]
     scores = confidence[..., None] * class_preds.clamp(0, 1)[:, :, None, :]    # [S, S, B, C]
     num_classes = class_preds.shape[-1]
@@ -294,7 +317,7 @@ class YOLOv1(Detector):
     def losses(self, batch: ImageBatch, targets: list[dict]) -> dict[str, Tensor]:
         predictions = self.head(self.backbone(batch.tensors))
         return yolo_loss(predictions, targets, batch.image_sizes, self.config.boxes_per_cell,
-                         self.config.lambda_coord, self.config.lambda_noobj)
+                         self.config.lambda_coord, self.config.lambda_noobj, self.config.noobj_ignore_iou)
 
     def detect(self, batch: ImageBatch) -> list[Detections]:
         predictions = self.head(self.backbone(batch.tensors))

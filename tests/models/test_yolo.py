@@ -70,6 +70,19 @@ def test_responsible_predictor_is_the_one_with_the_highest_iou():
     assert yolo_loss(predictions, [target], [(100, 100)], boxes_per_cell=2)["coord"].item() == pytest.approx(before)
 
 
+@pytest.mark.parametrize("threshold, noobj", [(1.0, 0.5 * (0.09 + 0.16 + 0.04)),   # the paper: every other predictor
+                                               (0.5, 0.5 * (0.09 + 0.16 + 0.04)),   # IoU 0.45 is not above 0.5
+                                               (0.4, 0.5 * (0.16 + 0.04))])         # ...but above 0.4: left out
+def test_noobj_ignore_iou_leaves_out_predictors_already_on_an_object(threshold, noobj):
+    predictions, target = hand_case()
+    # Box 1 of the object's cell: same centre, w 0.3, h 0.18, inside the object: IoU 0.054 / 0.12
+    # = 0.45, below box 0's 0.52, so box 0 stays responsible and box 1 is "no object".
+    predictions[0, 0, 0, 5:10] = torch.tensor([0.5, 0.8, math.sqrt(0.3), math.sqrt(0.18), 0.3])
+    losses = yolo_loss(predictions, [target], [(100, 100)], boxes_per_cell=2, noobj_ignore_iou=threshold)
+    assert losses["noobj"].item() == pytest.approx(noobj, rel=1e-5)
+    assert losses["obj"].item() == pytest.approx((0.6 - 0.0625 / 0.12) ** 2, rel=1e-5)
+
+
 def test_negative_square_root_predictions_give_finite_loss_and_gradients():
     predictions, target = hand_case()
     predictions[0, 0, 0, 2:4] = -0.7                       # negative √w, √h
@@ -135,6 +148,18 @@ def test_cell_head_sees_only_its_own_patch():
     assert difference[1, 1] > 1e-4
     difference[1, 1] = 0
     assert difference.max() == 0          # the gate is 0: the fc path, which sees everything, is off
+
+
+def test_first_conv_stride_one_keeps_the_backbone_map_for_the_cell_head():
+    torch.manual_seed(0)
+    config = tiny_config("model.yolo.conv_channels=[32]", "model.yolo.local_head=true", "model.yolo.local_hidden=16",
+                         "model.yolo.first_conv_stride=1")
+    head = build_detector(config.model, NUM_CLASSES).eval().head
+    # 16 × 16 features stay 16 × 16 → a 4 × 4 grid of 4 × 4 patches (2 × 2 with the default stride 2).
+    assert head.convs[0].stride == (1, 1)
+    assert head.local[0].kernel_size == (4, 4) and head.local[0].stride == (4, 4)
+    with torch.no_grad():
+        assert head(torch.rand(2, 96, 16, 16)).shape == (2, 4, 4, 5 * 2 + NUM_CLASSES)
 
 
 def test_fc_path_starts_gated_off_and_the_gate_learns():
