@@ -6,6 +6,7 @@ import torch
 from detect.backbones import backbone_from_config, build_backbone
 from detect.config import BackboneConfig
 from detect.errors import CheckpointError, ConfigError
+from tests.models.helpers import save_weights_with_live_batchnorm
 
 
 @pytest.mark.parametrize("stride", [None, 8, 4])
@@ -107,3 +108,41 @@ def test_dilated_mobilenet_v2_doubles_the_resolution_with_the_same_weights():
         # Before the dilated stage both compute the same stride-8 map.
         torch.testing.assert_close(fine.stages[:3](fine.normalise(images)),
                                    coarse.stages[:3](coarse.normalise(images)))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+def test_frozen_batchnorm_is_folded_into_its_convolution_with_the_same_outputs_gradients_and_keys(name, tmp_path):
+    import torchvision
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from detect.backbones import FoldedFrozenBatchNorm2d, FrozenBNConv2d
+
+    torch.manual_seed(0)
+    network = save_weights_with_live_batchnorm(getattr(torchvision.models, name)(), tmp_path / "w.pth")
+    if name == "mobilenet_v2":
+        reference = network.features[:14]
+    else:
+        reference = torch.nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool,
+                                        network.layer1, network.layer2, network.layer3)
+    backbone = build_backbone(name, weights=tmp_path / "w.pth", frozen_stages=3, channels_last=False)
+    norms = [m for m in backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert norms and all(isinstance(m, FoldedFrozenBatchNorm2d) for m in norms)    # every one has its conv
+    assert sum(isinstance(m, FrozenBNConv2d) for m in backbone.modules()) == len(norms)
+    # The same tensors under the same names as unfolded frozen BatchNorm: files and checkpoints load.
+    expected_keys = {k for k in reference.state_dict() if not k.endswith("num_batches_tracked")}
+    assert len(backbone.state_dict()) == len(expected_keys)
+
+    images = torch.rand(2, 3, 64, 64)
+    features = backbone(images)
+    expected = reference(backbone.normalise(images))
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
+    features.square().sum().backward()
+    expected.square().sum().backward()
+    trained = [p for p in backbone.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in trained)
+    # Gradients reach the conv weights through the fold as through the pair (float32 sums of
+    # ~10^5 terms: compared relative to the gradient's scale).
+    last_conv = [m for m in backbone.stages[3].modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    reference_conv = [m for m in reference.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    scale = reference_conv.weight.grad.abs().max().item()
+    torch.testing.assert_close(last_conv.weight.grad, reference_conv.weight.grad, rtol=1e-3, atol=1e-3 * scale)

@@ -144,3 +144,27 @@ def test_channels_last_backbone_exports_the_same_detections(tmp_path):
     path = export(model, "faster_rcnn", [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / "model.onnx")
     report = compare_with_pytorch(model, ExportedDetector(path), images(), score_tolerance=0.0)
     assert report["detections"] > 50 and report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report
+
+
+def test_pretrained_backbone_with_folded_batchnorm_exports_the_same_detections(tmp_path):
+    # Pretrained backbones fold their frozen BatchNorm into the convolutions (detect.backbones.FrozenBNConv2d):
+    # the traced graph must carry the fold, with BatchNorm terms that are not the identity.
+    import torchvision
+
+    from detect.backbones import FrozenBNConv2d
+    from tests.models.helpers import save_weights_with_live_batchnorm
+
+    save_weights_with_live_batchnorm(torchvision.models.mobilenet_v2(), tmp_path / "w.pth")
+    torch.manual_seed(0)
+    config = load_config(None, ["model.name=yolo", "model.input_size=128", "model.backbone.name=mobilenet_v2",
+                                f"model.backbone.weights={tmp_path / 'w.pth'}", "model.yolo.grid_size=4",
+                                "model.yolo.conv_channels=[32]", "model.yolo.hidden_dim=64",
+                                "model.yolo.score_threshold=0.0", "model.yolo.local_head=true",
+                                "model.yolo.local_hidden=16"]).model
+    model = build_detector(config, NUM_CLASSES).eval()
+    assert any(isinstance(m, FrozenBNConv2d) for m in model.backbone.modules())
+    with torch.no_grad():
+        model.head.fc_gate.fill_(1.0)
+    path = export(model, "yolo", [f"c{i}" for i in range(NUM_CLASSES)], tmp_path / "model.onnx")
+    report = compare_with_pytorch(model, ExportedDetector(path), images(), score_tolerance=0.0)
+    assert report["detections"] > 20 and report["same"] and report["box"] < 1e-3 and report["score"] < 1e-4, report

@@ -59,3 +59,19 @@ def found_every_object(model: torch.nn.Module, images: list[torch.Tensor], targe
         if not ((iou > iou_threshold) & same_class).any(dim=1).all():
             return False
     return True
+
+
+def save_weights_with_live_batchnorm(network: torch.nn.Module, path, seed: int = 0) -> torch.nn.Module:
+    """Save ``network``'s state dict with random BatchNorm statistics and affine terms (the shared
+    MobileNetV2 file has them folded to 1 and 0, which would hide a wrong BatchNorm fold); return
+    ``network`` holding them, in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    state = network.state_dict()
+    for key, value in state.items():
+        if key.endswith(("running_mean", "bias")) and value.dim() == 1:
+            state[key] = torch.randn(value.shape, generator=generator) * 0.1
+        elif key.endswith(("running_var", "weight")) and value.dim() == 1:
+            state[key] = 0.5 + torch.rand(value.shape, generator=generator)
+    torch.save(state, path)
+    network.load_state_dict(state)
+    return network.eval()   # eval-mode BatchNorm: the same affine map as frozen BatchNorm
