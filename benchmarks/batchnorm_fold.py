@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
+from typing import Sequence
 
 import numpy as np
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detect.backbones import FoldedFrozenBatchNorm2d, FrozenBNConv2d
+from detect.benchmarking import Timing, apply_threads
+from detect.cli import run
 from detect.config import load_config
+from detect.errors import ConfigError
 from detect.data.shape_drawing import generate_image
 from detect.data.synthetic import SyntheticConfig
 from detect.data.transforms import image_to_tensor
@@ -59,21 +62,20 @@ def synthetic_batch(count: int, size: int = 256) -> tuple[list[torch.Tensor], li
     return images, targets
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--repeats", type=int, default=15, help="timed calls per variant")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parser.parse_args(argv)
+    apply_threads(args)
     config = load_config(args.config)
     torch.manual_seed(0)
     folded = build_detector(config.model, 8)
     if not any(isinstance(m, FrozenBNConv2d) for m in folded.modules()):
-        raise SystemExit(f"{args.config}: this backbone has no folded BatchNorm (only pretrained ones do); "
-                         "pick a config with model.backbone.weights set")
+        raise ConfigError(f"{args.config}: this backbone has no folded BatchNorm (only pretrained ones do); "
+                          "pick a config with model.backbone.weights set")
     variants = {"folded": folded, "unfolded": unfolded(folded)}
     images, targets = synthetic_batch(config.train.batch_size)
     side = config.model.input_size
@@ -108,11 +110,11 @@ def main() -> int:
                 step(model)
                 if repeat >= args.warmup:
                     times[name].append((time.perf_counter() - start) * 1000)
-        medians = {name: statistics.median(values) for name, values in times.items()}
+        medians = {name: Timing.of(values).median for name, values in times.items()}
         print(f"{label:28s} folded {medians['folded']:7.1f} ms   unfolded {medians['unfolded']:7.1f} ms   "
               f"ratio {medians['folded'] / medians['unfolded']:.2f}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

@@ -17,8 +17,8 @@ Pretrained weights: ``weights`` is None, a local state-dict file in torchvision'
 full classification network, or ``"imagenet"`` (torchvision's own download, for users with
 internet). Pretrained networks get their BatchNorm replaced by frozen BatchNorm: fine-tuning
 with small batches would otherwise destroy the statistics. Each frozen BatchNorm is then folded
-into the convolution before it (:class:`FrozenBNConv2d`), which halves the time of the frozen
-stages on a CPU and changes neither the results nor the weights' names.
+into the convolution before it (:class:`FrozenBNConv2d`): the same outputs up to float
+rounding and the same weight names, in about half the backbone's training-step time on a CPU.
 """
 
 from __future__ import annotations
@@ -213,8 +213,9 @@ class FrozenBNConv2d(nn.Conv2d):
     """A convolution followed by frozen BatchNorm, computed as one convolution.
 
     ``s · conv(x, W) + t = conv(x, s · W) + t``: scaling the small weight tensor at every call
-    instead of the large output saves two passes over each activation map — the frozen stages of
-    MobileNetV2 run 2.2× faster on this CPU (4 images of 384 px, 2 threads). ``W`` stays the
+    instead of the large output saves two passes over each activation map — MobileNetV2's forward
+    and backward on 4 images of 384 px take half the time on 2 CPU threads
+    (``benchmarks/batchnorm_fold.py``, docs/benchmarks.md). ``W`` stays the
     parameter, so gradients and fine-tuning are those of the unfolded pair. The BatchNorm itself
     stays in its place in the network as a :class:`FoldedFrozenBatchNorm2d`, holding its tensors.
     """
