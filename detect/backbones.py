@@ -6,7 +6,7 @@ them with its own statistics, and returns one feature map ``[B, out_channels, H 
 ========================  ======  ===========  ============================================
 name                      stride  out_channels  what
 ========================  ======  ===========  ============================================
-``small``                 8       96           from scratch, fast enough for 2 CPU cores
+``small``                 8 (4)   96 (any)     from scratch, fast enough for 2 CPU cores
 ``mobilenet_v2``          16 (8)  96           torchvision, ``features[:14]`` (stride 8: dilated)
 ``resnet18``              16      256          torchvision, conv1 … layer3 (Faster R-CNN "C4")
 ``resnet50``              16      1024         torchvision, conv1 … layer3
@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -322,7 +322,7 @@ def vgg16_backbone(weights: str | None = None) -> Backbone:
 
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
-    "small": lambda weights, stride=None: _small_with_weights(weights, stride),
+    "small": lambda weights, stride=None, widths=None: _small_with_weights(weights, stride, widths),
     "mobilenet_v2": lambda weights, stride=None: mobilenet_v2_backbone(weights, stride),
     "resnet18": lambda weights: resnet_backbone(18, weights),
     "resnet50": lambda weights: resnet_backbone(50, weights),
@@ -330,15 +330,22 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
 }
 
 
-def _small_with_weights(weights: str | None, stride: int | None) -> Backbone:
+def _small_with_weights(weights: str | None, stride: int | None, widths: Sequence[int] | None) -> Backbone:
     if weights is not None:
         raise ConfigError("the 'small' backbone has no pretrained weights; set model.backbone.weights "
                           "to null, or use mobilenet_v2 / resnet18 / resnet50 / vgg16")
-    return SmallBackbone() if stride is None else SmallBackbone(out_stride=stride)
+    options: dict = {} if stride is None else {"out_stride": stride}
+    if widths is not None:
+        if len(widths) != 5 or min(widths) < 1:
+            raise ConfigError(f"model.backbone.widths takes five positive channel counts (four stages, then "
+                              f"the output map), e.g. [16, 32, 64, 128, 96]; got {list(widths)}")
+        options.update(widths=tuple(widths[:4]), out_channels=widths[4])
+    return SmallBackbone(**options)
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_stages: int = 0,
-                   stride: int | None = None, channels_last: bool | None = None) -> Backbone:
+                   stride: int | None = None, channels_last: bool | None = None,
+                   widths: Sequence[int] | None = None) -> Backbone:
     """Build a backbone by name (see the module table).
 
     Args:
@@ -348,6 +355,8 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_s
         stride: output stride; None for the backbone's own (``small``: 8 or 4; ``mobilenet_v2``: 16 or 8).
         channels_last: NHWC convolutions (:meth:`Backbone.use_channels_last`); None for the
             backbone's own preference (the torchvision networks yes, ``small`` no).
+        widths: ``small`` only: channels of its four stages and of its output (five numbers);
+            None for :class:`SmallBackbone`'s defaults.
 
     Raises:
         ConfigError: unknown name or impossible combination. CheckpointError: unusable weights file.
@@ -356,9 +365,14 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_s
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} "
                           "(model.backbone.name)")
     weights = None if weights is None else os.fspath(weights)
-    if stride is None:
+    if widths is not None and name != "small":
+        raise ConfigError(f"model.backbone.widths applies to the 'small' backbone only; leave it unset (null) "
+                          f"for {name!r}")
+    if name == "small":
+        backbone = BACKBONES[name](weights, stride, widths)
+    elif stride is None:
         backbone = BACKBONES[name](weights)
-    elif name in ("small", "mobilenet_v2"):
+    elif name == "mobilenet_v2":
         backbone = BACKBONES[name](weights, stride)
     else:
         backbone = BACKBONES[name](weights)
@@ -373,4 +387,5 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_s
 
 def backbone_from_config(config: BackboneConfig) -> Backbone:
     """The backbone a :class:`detect.config.BackboneConfig` describes (what every detector builds)."""
-    return build_backbone(config.name, config.weights, config.frozen_stages, config.stride, config.channels_last)
+    return build_backbone(config.name, config.weights, config.frozen_stages, config.stride, config.channels_last,
+                          config.widths)

@@ -62,6 +62,8 @@ class BackboneConfig:
         channels_last: run the backbone's convolutions on channels-last (NHWC) tensors; null for
             the backbone's own choice: on for the torchvision networks (MobileNetV2 ~1.5× faster
             on a CPU), off for ``small`` (no measurable gain).
+        widths: ``small`` only: channels of its four stages and of the merged output map, five
+            numbers; null for ``[16, 32, 64, 128, 96]``.
     """
 
     name: str = "small"
@@ -69,6 +71,7 @@ class BackboneConfig:
     frozen_stages: int = _ranged(0, 0, 5)
     stride: int | None = None
     channels_last: bool | None = None
+    widths: tuple[int, ...] | None = None
 
 
 @dataclass

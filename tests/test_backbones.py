@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from detect.backbones import backbone_from_config, build_backbone
-from detect.config import BackboneConfig
+from detect.config import BackboneConfig, load_config
 from detect.errors import CheckpointError, ConfigError
 from tests.models.helpers import save_weights_with_live_batchnorm
 
@@ -31,6 +31,18 @@ def test_backbone_from_config_and_freezing():
     assert backbone.stride == 4
     frozen = [all(not p.requires_grad for p in stage.parameters()) for stage in backbone.stages]
     assert frozen == [True, True, False, False]
+
+
+def test_small_backbone_widths_set_every_stage_and_the_output():
+    config = load_config(overrides=["model.backbone.widths=[8,16,24,32,40]", "model.backbone.stride=4"])
+    backbone = backbone_from_config(config.model.backbone)
+    assert backbone.out_channels == 40 and backbone.stride == 4
+    assert [stage[-3].out_channels for stage in backbone.stages] == [8, 16, 24, 32]
+    assert backbone(torch.rand(1, 3, 64, 48)).shape == (1, 40, 16, 12)
+    with pytest.raises(ConfigError, match="five positive channel counts"):
+        build_backbone("small", widths=(16, 32, 64, 128))
+    with pytest.raises(ConfigError, match="'small' backbone only"):
+        build_backbone("resnet18", widths=(16, 32, 64, 128, 96))
 
 
 def test_backbone_errors_name_the_setting(tmp_path):
