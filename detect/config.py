@@ -143,6 +143,9 @@ class YOLOConfig:
         noobj_ignore_iou: predictors whose box already overlaps an object with IoU above this
             are left out of the no-object term (YOLOv2's rule, not in YOLOv1); 1.0 leaves nobody
             out, as the paper.
+        class_loss: ``sse``, the paper's sum-squared error on the raw class outputs, or
+            ``softmax``, cross-entropy on their softmax (YOLOv2's choice, not in YOLOv1); the
+            decoding reads ``P(class | object)`` from the outputs the same way the loss trained them.
         score_threshold: minimum class-specific confidence kept at test time.
         nms_iou: per-class NMS threshold at test time.
         detections_per_image: cap on the detections kept per image.
@@ -160,6 +163,7 @@ class YOLOConfig:
     lambda_coord: float = _ranged(5.0, 0)
     lambda_noobj: float = _ranged(0.5, 0)
     noobj_ignore_iou: float = _ranged(1.0, 0, 1)
+    class_loss: Literal["sse", "softmax"] = "sse"
     score_threshold: float = _ranged(0.05, 0, 1)
     nms_iou: float = _ranged(0.5, 0, 1)
     detections_per_image: int = _ranged(100, 1)

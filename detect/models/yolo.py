@@ -47,7 +47,8 @@ four named parts:
 * ``noobj`` = λnoobj Σ_other predictors C², λnoobj = 0.5 — every predictor that is not
   responsible for an object, including the other ``B − 1`` of a cell that holds one (less those
   that ``noobj_ignore_iou`` leaves out, when set);
-* ``cls`` = Σ_cells with an object Σ_c (p(c) − p̂(c))².
+* ``cls`` = Σ_cells with an object Σ_c (p(c) − p̂(c))² (or, with ``yolo.class_loss: softmax``,
+  not in the paper, the cross-entropy −log softmax(p)[c*] of the object's class, YOLOv2's choice).
 
 An object belongs to the cell holding its centre; its *responsible* predictor is the one of the
 cell's ``B`` whose current box has the highest IoU with it (the first on ties). A cell holds at
@@ -55,7 +56,8 @@ most one object (YOLOv1's known limit): when several centres fall into one cell,
 object is trained and the others are ignored.
 
 Decoding (§2.4): class-specific confidence ``P(class | object) × confidence`` for every box and
-class (both clamped to ``[0, 1]``: the outputs are linear), score threshold, per-class NMS, and a
+class (both clamped to ``[0, 1]``: the outputs are linear; the class outputs go through a softmax
+instead when they were trained with it), score threshold, per-class NMS, and a
 cap on detections per image. Boxes are in input-image pixels, ``x1, y1, x2, y2``.
 """
 
@@ -221,7 +223,7 @@ def assign_objects(boxes: Tensor, image_size: tuple[int, int], grid_size: int) -
 
 def yolo_loss(predictions: Tensor, targets: list[dict], image_sizes: list[tuple[int, int]],
               boxes_per_cell: int, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
-              noobj_ignore_iou: float = 1.0) -> dict[str, Tensor]:
+              noobj_ignore_iou: float = 1.0, class_loss: str = "sse") -> dict[str, Tensor]:
     """The YOLOv1 sum-squared loss (module docstring), in its four named parts.
 
     Args:
@@ -233,6 +235,7 @@ def yolo_loss(predictions: Tensor, targets: list[dict], image_sizes: list[tuple[
         noobj_ignore_iou: predictors whose box overlaps some object of the image with IoU above
             this are left out of the no-object term (YOLOv2's rule); 1.0, the default, leaves
             nobody out, as the paper.
+        class_loss: ``"sse"`` (the paper) or ``"softmax"`` (cross-entropy; see the module docstring).
     """
     num_images, grid_size = predictions.shape[0], predictions.shape[1]
     box_preds, class_preds = split_predictions(predictions, boxes_per_cell)
@@ -266,26 +269,32 @@ def yolo_loss(predictions: Tensor, targets: list[dict], image_sizes: list[tuple[
         coord = coord + ((chosen[:, 0] - centre_x) ** 2 + (chosen[:, 1] - centre_y) ** 2).sum() \
             + ((chosen[:, 2:4] - size_target) ** 2).sum()
         obj = obj + ((chosen[:, 4] - iou[torch.arange(len(objects)), best]) ** 2).sum()
-        one_hot = torch.nn.functional.one_hot(target["labels"][objects], num_classes).to(class_preds.dtype)
-        cls = cls + ((class_preds[image, rows, columns] - one_hot) ** 2).sum()
+        labels, outputs = target["labels"][objects], class_preds[image, rows, columns]
+        if class_loss == "softmax":
+            cls = cls + F.cross_entropy(outputs, labels, reduction="sum")
+        else:
+            cls = cls + ((outputs - F.one_hot(labels, num_classes).to(outputs.dtype)) ** 2).sum()
     noobj = (box_preds[..., 4][~(responsible | ignored)] ** 2).sum()
     return {"coord": lambda_coord * coord / num_images, "obj": obj / num_images,
             "noobj": lambda_noobj * noobj / num_images, "cls": cls / num_images}
 
 
 def decode_predictions(predictions: Tensor, image_size: tuple[int, int], boxes_per_cell: int,
-                       score_threshold: float, nms_iou: float, max_detections: int) -> Detections:
+                       score_threshold: float, nms_iou: float, max_detections: int,
+                       class_loss: str = "sse") -> Detections:
     """One image's raw output [S, S, 5B + C] → :class:`Detections` in input-image pixels.
 
     Every (box, class) pair scores ``P(class | object) × confidence``; pairs below
     ``score_threshold`` are dropped, then per-class NMS at ``nms_iou`` keeps at most
-    ``max_detections`` boxes, by descending score.
+    ``max_detections`` boxes, by descending score. ``class_loss`` says how the class outputs
+    were trained: ``"sse"`` reads them as probabilities (clamped), ``"softmax"`` as logits.
     """
     height, width = image_size
     box_preds, class_preds = split_predictions(predictions, boxes_per_cell)
     boxes = grid_boxes(box_preds) * predictions.new_tensor([width, height] * 2)
     confidence = box_preds[..., 4].clamp(0, 1)                                  # [S, S, B]
-    scores = confidence[..., None] * class_preds.clamp(0, 1)[:, :, None, :]    # [S, S, B, C]
+    class_probs = class_preds.softmax(dim=-1) if class_loss == "softmax" else class_preds.clamp(0, 1)
+    scores = confidence[..., None] * class_probs[:, :, None, :]                # [S, S, B, C]
     num_classes = class_preds.shape[-1]
     boxes = clip_boxes(boxes.reshape(-1, 4), image_size)
     scores = scores.reshape(-1, num_classes)
@@ -317,12 +326,13 @@ class YOLOv1(Detector):
     def losses(self, batch: ImageBatch, targets: list[dict]) -> dict[str, Tensor]:
         predictions = self.head(self.backbone(batch.tensors))
         return yolo_loss(predictions, targets, batch.image_sizes, self.config.boxes_per_cell,
-                         self.config.lambda_coord, self.config.lambda_noobj, self.config.noobj_ignore_iou)
+                         self.config.lambda_coord, self.config.lambda_noobj, self.config.noobj_ignore_iou,
+                         self.config.class_loss)
 
     def detect(self, batch: ImageBatch) -> list[Detections]:
         predictions = self.head(self.backbone(batch.tensors))
         return [decode_predictions(p, size, self.config.boxes_per_cell, self.config.score_threshold,
-                                   self.config.nms_iou, self.config.detections_per_image)
+                                   self.config.nms_iou, self.config.detections_per_image, self.config.class_loss)
                 for p, size in zip(predictions, batch.image_sizes)]
 
 

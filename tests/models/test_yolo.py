@@ -57,6 +57,17 @@ def test_loss_equals_the_hand_computed_value_term_by_term():
     assert losses["cls"].item() == pytest.approx(0.04 + 0.09, rel=1e-5)
 
 
+def test_softmax_class_loss_is_the_cross_entropy_and_leaves_the_other_terms_alone():
+    predictions, target = hand_case()
+    paper = yolo_loss(predictions, [target], [(100, 100)], boxes_per_cell=2)
+    losses = yolo_loss(predictions, [target], [(100, 100)], boxes_per_cell=2, class_loss="softmax")
+    # logits (0.2, 0.7), class 1: −log(e^0.7 / (e^0.2 + e^0.7)) = log(1 + e^−0.5)
+    assert losses["cls"].item() == pytest.approx(math.log(1 + math.exp(-0.5)), rel=1e-6)
+    assert losses["cls"].item() == pytest.approx(0.474077, abs=1e-6)
+    for term in ("coord", "obj", "noobj"):
+        assert losses[term].item() == paper[term].item()
+
+
 def test_responsible_predictor_is_the_one_with_the_highest_iou():
     predictions, target = hand_case()
     # Swap the two predictors: box 1 now holds the good box, so box 0 (conf 0.3) is "no object".
@@ -113,6 +124,18 @@ def test_decode_hand_built_output():
     assert torch.allclose(detections.boxes, torch.tensor([[30.0, 55.0, 70.0, 95.0]]), atol=1e-4)
     assert detections.labels.tolist() == [1]
     assert detections.scores.tolist() == pytest.approx([0.72])
+
+
+def test_decode_reads_softmax_trained_class_outputs_as_logits():
+    predictions = torch.zeros(2, 2, 5 + 2)                 # S = 2, B = 1, C = 2
+    predictions[1, 0] = torch.tensor([0.5, 0.5, math.sqrt(0.2), math.sqrt(0.4), 0.9, 0.0, math.log(3.0)])
+    detections = decode_predictions(predictions, (100, 200), boxes_per_cell=1, score_threshold=0.3,
+                                    nms_iou=0.5, max_detections=10, class_loss="softmax")
+    # P(class) = softmax(0, log 3) = (0.25, 0.75): 0.9 × 0.75 for class 1; 0.9 × 0.25 and the
+    # other cells (conf 0) fall below the threshold. The paper's reading would clamp log 3 to 1.
+    assert detections.labels.tolist() == [1]
+    assert detections.scores.tolist() == pytest.approx([0.675])
+    assert torch.allclose(detections.boxes, torch.tensor([[30.0, 55.0, 70.0, 95.0]]), atol=1e-4)
 
 
 def test_decode_applies_nms_per_class_and_the_cap():
