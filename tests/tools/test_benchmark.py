@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from detect.engine.runtime import cpu_has_native_bfloat16
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import benchmark  # noqa: E402
 
@@ -29,7 +31,10 @@ def test_table_with_a_trained_and_a_loaded_detector(tiny_checkpoint, tmp_path, c
         assert 0.0 <= row["voc07_map"] <= 1.0 and row["timed_images"] == 2 and row["parameters"] > 0
         assert set(row["ap"]) == {"circle", "triangle", "square", "star", "cross", "hexagon", "ring", "heart"}
     assert results["machine"]["torch"] and results["machine"]["git"]
+    assert results["machine"]["cpu_bfloat16"] == cpu_has_native_bfloat16()
     table = (out / "results.md").read_text()
+    assert ("native bfloat16 (configs with train.cpu_amp" if cpu_has_native_bfloat16()
+            else "no native bfloat16 (CPU training in float32)") in table
     assert "| Faster R-CNN |" in table and "| YOLOv1 |" in table and "Per-class AP" in table
     assert (out / "pr_yolo.png").stat().st_size > 0 and (out / "speed_vs_map.png").stat().st_size > 0
     assert "loaded" in capsys.readouterr().out
