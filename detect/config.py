@@ -71,7 +71,7 @@ class BackboneConfig:
     frozen_stages: int = _ranged(0, 0, 5)
     stride: int | None = None
     channels_last: bool | None = None
-    widths: tuple[int, ...] | None = None
+    widths: tuple[int, ...] | None = _ranged(None, 1)
 
 
 @dataclass

@@ -41,6 +41,8 @@ def test_small_backbone_widths_set_every_stage_and_the_output():
     assert backbone(torch.rand(1, 3, 64, 48)).shape == (1, 40, 16, 12)
     with pytest.raises(ConfigError, match="five positive channel counts"):
         build_backbone("small", widths=(16, 32, 64, 128))
+    with pytest.raises(ConfigError, match="'model.backbone.widths' .* must lie in \\[1, inf\\]"):
+        load_config(overrides=["model.backbone.widths=[16,0,64,128,96]"])
     with pytest.raises(ConfigError, match="'small' backbone only"):
         build_backbone("resnet18", widths=(16, 32, 64, 128, 96))
 

@@ -45,6 +45,7 @@ import torch
 
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import BUILTIN_DATASET, Config, config_to_dict, load_config
+from detect.engine.runtime import cpu_has_native_bfloat16
 from detect.errors import ConfigError
 from detect.io import atomic_write_json, atomic_write_text
 
@@ -198,7 +199,6 @@ def machine() -> dict:
         revision += " (with uncommitted changes)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         revision = "unknown"
-    from detect.engine.runtime import cpu_has_native_bfloat16
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             # Whether train.cpu_amp trains under bfloat16 here: it changes both times and mAPs.
             "cpu_bfloat16": cpu_has_native_bfloat16(),
@@ -206,9 +206,7 @@ def machine() -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "git": revision}
 
 
-def _bfloat16_note(native: bool | None) -> str:
-    if native is None:
-        return "bfloat16 support not recorded"
+def _bfloat16_note(native: bool) -> str:
     return ("native bfloat16 (configs with train.cpu_amp train under it)" if native
             else "no native bfloat16 (CPU training in float32)")
 
@@ -224,7 +222,7 @@ def markdown(results: dict) -> str:
     lines = [f"# Benchmark: {results['dataset']}" + (" (--quick: shortened schedules)" if results["quick"] else ""),
              "", f"Command: `{results['command']}`  ",
              f"Machine: {info['cpu']}, {info['cpu_count']} CPUs, {info['torch_threads']} torch threads, "
-             f"{_bfloat16_note(info.get('cpu_bfloat16'))}, "
+             f"{_bfloat16_note(info['cpu_bfloat16'])}, "
              f"GPU {info['gpu'] or 'none'}; torch {info['torch']}; git {info['git']}", "",
              "| detector | VOC07 mAP@0.5 | VOC area mAP | COCO AP | COCO AP50 | training | inference ms/img "
              "(p10–p90) | proposals ms/img | parameters | peak memory |",
