@@ -35,7 +35,7 @@ from detect.errors import ConfigError
 BUILTIN_DATASET = "builtin"
 
 #: What ``python tools/train.py`` trains without arguments (relative to the project root).
-DEFAULT_CONFIG_PATH = Path("configs/faster_rcnn_shapes.yaml")
+DEFAULT_CONFIG_PATH = Path("configs/faster_rcnn_shapes_mnv2.yaml")
 
 
 def _ranged(default: Any, low: float | None = None, high: float | None = None, *,

@@ -1,6 +1,6 @@
 """Train a detector.
 
-    python tools/train.py                                   # Faster R-CNN on the built-in shapes
+    python tools/train.py                                   # Faster R-CNN (MobileNetV2) on the built-in shapes
     python tools/train.py --config configs/<name>.yaml [key.sub=value ...]
     python tools/train.py --config ... --resume             # continue from <output_dir>/last.pt
     python tools/train.py --config ... --weights other.pt   # fine-tune (other classes are fine)
@@ -18,7 +18,7 @@ from typing import Sequence
 from detect import distributed
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import DEFAULT_CONFIG_PATH, dump_config, load_config
-from detect.errors import ConfigError
+from detect.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger("train")
 
@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.resume = "last"
     overrides = list(args.overrides) + ([f"data.on_invalid={args.on_invalid}"] if args.on_invalid else [])
     config = load_config(args.config, overrides)
+    if args.config == DEFAULT_CONFIG_PATH:
+        _check_default_weights(config.model.backbone.weights)
     ctx = distributed.init_from_environment(config.train.device)
     if not ctx.is_main:  # one voice: rank 0 logs and shows progress
         setup_logging(args.debug, quiet=True)
@@ -73,6 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"in {summary['train_seconds'] / 60:.1f} min")
     print(f"checkpoints: {summary['last']} (last), {summary['best']} (best)")
     return 0
+
+
+def _check_default_weights(weights: str | None) -> None:
+    """The default config fine-tunes ../shared's MobileNetV2; without that file, name the from-scratch config."""
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise CheckpointError("the default config fine-tunes these ImageNet MobileNetV2 weights, which are not there; "
+                              "put the file there (see ../shared/weights/README.md), or train the small backbone from "
+                              "scratch instead: python tools/train.py --config configs/faster_rcnn_shapes.yaml", weights)
 
 
 def _train_rcnn(config, args) -> int:

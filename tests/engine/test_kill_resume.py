@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMON = ["data.builtin.image_size=64", "data.builtin.num_trainval=8", "data.builtin.num_test=2",
           "data.num_workers=0", "data.augmentation.max_size=64", "model.input_size=64", "train.epochs=3",
           "train.batch_size=2", "train.warmup_iters=2", "train.eval_every=0", "train.checkpoint_every=1",
-          "train.log_every=1"]
+          "train.log_every=1",
+          # The default config fine-tunes ../shared's MobileNetV2; these runs need no weights file.
+          "model.backbone.name=small", "model.backbone.weights=null", "model.backbone.frozen_stages=0"]
 DETECTORS = {
     "faster_rcnn": ["model.anchors.sizes=[8,16,32]", "model.rpn.min_size=1", "model.rpn.pre_nms_top_n_train=300",
                     "model.rpn.post_nms_top_n_train=100", "model.rpn.pre_nms_top_n_test=300",

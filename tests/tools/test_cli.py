@@ -152,6 +152,14 @@ def test_train_unknown_config_key(tmp_path, capsys):
     assert code == 2 and "unknown key 'train.epohcs' (did you mean 'epochs'?)" in line and str(config) in line
 
 
+def test_train_default_without_its_weights_names_the_from_scratch_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    missing = tmp_path / "mobilenet_v2_imagenet.pth"
+    code, _, err = run_tool("train", [f"model.backbone.weights={missing}"], capsys)
+    line = one_line_error(err)
+    assert code == 2 and str(missing) in line and "--config configs/faster_rcnn_shapes.yaml" in line
+
+
 def test_infer_missing_checkpoint(tiny_voc, tmp_path, capsys):
     image = tiny_voc / "JPEGImages" / "a.jpg"
     code, _, err = run_tool("infer", [str(image), "--checkpoint", str(tmp_path / "missing.pt")], capsys)
