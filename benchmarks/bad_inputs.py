@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from detect.io import atomic_write_text  # noqa: E402
 
-TINY = ["data.builtin.image_size=64", "data.builtin.num_trainval=8", "data.builtin.num_test=2", "data.num_workers=0",
+# The small from-scratch config: the default fine-tunes ../shared's MobileNetV2 (a case of its own below).
+SMALL = ["--config", "configs/faster_rcnn_shapes.yaml"]
+TINY = [*SMALL, "data.builtin.image_size=64", "data.builtin.num_trainval=8", "data.builtin.num_test=2", "data.num_workers=0",
         "data.augmentation.max_size=64", "model.input_size=64", "model.anchors.sizes=[8,16,32]", "model.rpn.min_size=1",
         "model.roi_head.hidden_dim=32", "train.epochs=1", "train.batch_size=2", "train.warmup_iters=1"]
 
@@ -132,9 +134,11 @@ def cases(work: Path, fx: dict[str, Path]) -> list[tuple[str, list[str]]]:
         ("malformed COCO JSON", tool("eval", "--data", str(coco_bad), "--checkpoint", ckpt)),
         ("COCO annotation of an unknown image id", tool("eval", "--data", str(coco_ref), "--checkpoint", ckpt)),
         ("unknown config key (typo)", tool("train", "--config", str(bad_config))),
-        ("wrong type on the command line", tool("train", "train.epochs=three")),
-        ("out-of-range value", tool("train", "train.lr=-0.1")),
-        ("IoU threshold above 1", tool("train", "model.rpn.nms_iou=1.5")),
+        ("wrong type on the command line", tool("train", *SMALL, "train.epochs=three")),
+        ("out-of-range value", tool("train", *SMALL, "train.lr=-0.1")),
+        ("IoU threshold above 1", tool("train", *SMALL, "model.rpn.nms_iou=1.5")),
+        ("the default config without its ImageNet weights file",
+         tool("train", f"model.backbone.weights={work / 'mobilenet_v2_imagenet.pth'}")),
         ("missing checkpoint", tool("infer", str(work / "im0.jpg"), "--checkpoint", str(work / "none.pt"))),
         ("truncated checkpoint file", tool("infer", str(work / "im0.jpg"), "--checkpoint", str(corrupt_ckpt))),
         ("--resume with another model config into the earlier run",

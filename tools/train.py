@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.resume = "last"
     overrides = list(args.overrides) + ([f"data.on_invalid={args.on_invalid}"] if args.on_invalid else [])
     config = load_config(args.config, overrides)
-    if args.config == DEFAULT_CONFIG_PATH:
+    if args.config.resolve() == DEFAULT_CONFIG_PATH.resolve():
         _check_default_weights(config.model.backbone.weights)
     ctx = distributed.init_from_environment(config.train.device)
     if not ctx.is_main:  # one voice: rank 0 logs and shows progress
@@ -78,11 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_default_weights(weights: str | None) -> None:
-    """The default config fine-tunes ../shared's MobileNetV2; without that file, name the from-scratch config."""
+    """The default config fine-tunes ../shared's MobileNetV2: before any work, name the from-scratch
+    config if that file is missing (build_backbone would only say the file is missing)."""
     if weights not in (None, "imagenet") and not Path(weights).is_file():
-        raise CheckpointError("the default config fine-tunes these ImageNet MobileNetV2 weights, which are not there; "
-                              "put the file there (see ../shared/weights/README.md), or train the small backbone from "
-                              "scratch instead: python tools/train.py --config configs/faster_rcnn_shapes.yaml", weights)
+        raise CheckpointError("backbone weights file not found; the default config fine-tunes the ImageNet MobileNetV2 "
+                              "(mobilenet_v2_imagenet.pth): copy it here, or train the small backbone from scratch: "
+                              "python tools/train.py --config configs/faster_rcnn_shapes.yaml", weights)
 
 
 def _train_rcnn(config, args) -> int:

@@ -24,7 +24,9 @@ COMMON = ["data.builtin.image_size=64", "data.builtin.num_trainval=8", "data.bui
           "train.batch_size=2", "train.warmup_iters=2", "train.eval_every=0", "train.checkpoint_every=1",
           "train.log_every=1",
           # The default config fine-tunes ../shared's MobileNetV2; these runs need no weights file.
-          "model.backbone.name=small", "model.backbone.weights=null", "model.backbone.frozen_stages=0"]
+          "model.backbone.name=small", "model.backbone.weights=null", "model.backbone.frozen_stages=0",
+          # Fused AdamW, whose state the checkpoint must restore exactly (the default fine-tunes with SGD).
+          "train.optimizer=adamw", "train.lr=0.0015", "train.weight_decay=0.01"]
 DETECTORS = {
     "faster_rcnn": ["model.anchors.sizes=[8,16,32]", "model.rpn.min_size=1", "model.rpn.pre_nms_top_n_train=300",
                     "model.rpn.post_nms_top_n_train=100", "model.rpn.pre_nms_top_n_test=300",

@@ -185,7 +185,8 @@ def test_infer_folder_with_good_and_bad_files(tiny_voc, tiny_checkpoint, tmp_pat
 
 
 def test_train_unknown_class_in_dataset(tiny_voc, tmp_path, capsys):
-    code, _, err = run_tool("train", [f"data.dataset={tiny_voc}", "data.class_names=[circle]",
+    code, _, err = run_tool("train", ["--config", str(ROOT / "configs" / "faster_rcnn_shapes.yaml"),
+                                      f"data.dataset={tiny_voc}", "data.class_names=[circle]",
                                       f"train.output_dir={tmp_path}"], capsys)
     line = one_line_error(err)
     assert code == 2 and "unknown class" in line and "square" in line and "Annotations" in line
