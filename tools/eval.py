@@ -1,7 +1,7 @@
 """Evaluate detections (or a checkpoint) against a dataset split.
 
     python tools/eval.py --data ../shared/data/raccoon --split test --detections dets.json
-    python tools/eval.py --data builtin --checkpoint runs/faster_rcnn_shapes/best.pt --metric voc
+    python tools/eval.py --data builtin --checkpoint runs/faster_rcnn_shapes_mnv2/best.pt --metric voc
     python tools/eval.py --data instances_val.json --detections dets.json --metric coco --json out.json
 
 Prints a per-class AP table and the mean. ``--json`` writes

@@ -1,6 +1,6 @@
 """Export a trained Faster R-CNN or YOLO for deployment, and check the export against PyTorch.
 
-    python tools/export.py --checkpoint runs/faster_rcnn_shapes/best.pt               # → <run>/model.onnx
+    python tools/export.py --checkpoint runs/faster_rcnn_shapes_mnv2/best.pt          # → <run>/model.onnx
     python tools/export.py --checkpoint runs/yolo_raccoon/best.pt --format torchscript --out yolo.ts
 
 Writes the model and a ``<file>.json`` sidecar (input size, class names, resize rule), then runs
