@@ -23,13 +23,21 @@ percentiles over ``--images`` test images after warm-up; proposals excluded and 
 separately), parameters, and peak resident memory during inference.
 
 Writes in ``--out``: ``results.md`` (tables), ``results.json`` (everything, with the machine,
-torch version and git revision), ``pr_<detector>.png`` (PR curves per class) and
+torch version, git revision and date), ``pr_<detector>.png`` (PR curves per class) and
 ``speed_vs_map.png``.
+
+``--reference earlier/results.json`` checks that this run reproduces an earlier one: results.md
+gains a table of each detector's VOC07 mAP against the earlier run's, the difference, whether it
+is within ``--tolerance`` (0.02) and which config keys differ between the two runs (output
+folders aside). Training on the CPU with a fixed seed is deterministic, so the same revision on
+the same kind of machine gives the same mAPs; a change of code, config or floating-point
+arithmetic (e.g. bfloat16 on one machine and float32 on another) moves small test splits by more.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -38,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -184,6 +193,54 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
     return row
 
 
+#: Config keys that only say where things are written; a reference run may differ in them.
+LOCATION_KEYS = ("train.output_dir", "model.rcnn.feature_cache_dir", "model.proposals.cache_dir", "data.builtin_root")
+
+
+def load_reference(path: Path) -> dict:
+    """An earlier run's ``results.json`` (``--reference``), read before any training starts."""
+    hint = "give the results.json that an earlier tools/benchmark.py run wrote in its --out folder"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        for row in results["rows"]:
+            float(row["voc07_map"]), str(row["detector"])
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: reference results not found; {hint}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: not a benchmark results.json ({type(error).__name__}: {error}); {hint}") from None
+    return results
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def reproduction(rows: list[dict], reference: dict, tolerance: float) -> list[dict]:
+    """Each detector's VOC07 mAP against the same detector's in ``reference`` (detectors in both runs),
+    with the config keys (output folders aside) whose values differ between the two runs."""
+    earlier = {row["detector"]: row for row in reference["rows"]}
+    checks = []
+    for row in rows:
+        before = earlier.get(row["detector"])
+        if before is None:
+            continue
+        ours, theirs = _flatten(row.get("config", {})), _flatten(before.get("config", {}))
+        changed = sorted(key for key in ours.keys() | theirs.keys()
+                         if key not in LOCATION_KEYS and ours.get(key) != theirs.get(key))
+        delta = row["voc07_map"] - before["voc07_map"]
+        checks.append({"detector": row["detector"], "title": row["title"], "voc07_map": row["voc07_map"],
+                       "reference_map": before["voc07_map"], "delta": delta,
+                       # A hair of slack so that a difference of exactly the tolerance counts as within it.
+                       "within": abs(delta) <= tolerance + 1e-9, "config_changes": changed})
+    return checks
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -241,7 +298,24 @@ def markdown(results: dict) -> str:
     for name in classes:
         lines.append(f"| {name} | " + " | ".join(_fmt(r["ap"].get(name)) for r in rows) + " |")
     lines += ["", "Configs: " + "; ".join(f"{r['title']}: {r['config_note']}" for r in rows), ""]
+    if "reproduction" in results:
+        lines += _reproduction_markdown(results)
     return "\n".join(lines)
+
+
+def _reproduction_markdown(results: dict) -> list[str]:
+    reference, tolerance = results["reference"], results["tolerance"]
+    precision = ("bfloat16 support not recorded" if reference["cpu_bfloat16"] is None
+                 else _bfloat16_note(reference["cpu_bfloat16"]))
+    lines = [f"Against the reference run `{reference['path']}` (git {reference['git']}, {reference['date']}, "
+             f"{reference['cpu']}, {precision}):", "",
+             f"| detector | VOC07 mAP@0.5 | reference | difference | within ±{tolerance:g} | config keys that differ |",
+             "|---|---|---|---|---|---|"]
+    for check in results["reproduction"]:
+        changes = ", ".join(f"`{key}`" for key in check["config_changes"]) or "none"
+        lines.append(f"| {check['title']} | {_fmt(check['voc07_map'])} | {_fmt(check['reference_map'])} | "
+                     f"{check['delta']:+.4f} | {'yes' if check['within'] else '**no**'} | {changes} |")
+    return lines + [""]
 
 
 def scatter(rows: list[dict], path: Path, title: str) -> None:
@@ -280,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(e.g. mnv2: the built-in configs with ImageNet MobileNetV2)")
     parser.add_argument("--configs", type=Path, default=Path("configs"))
     parser.add_argument("--out", type=Path, help="results folder (default runs/benchmark_<dataset>[_quick])")
+    parser.add_argument("--reference", type=Path, metavar="RESULTS_JSON",
+                        help="an earlier run's results.json: report whether this run reproduces its mAPs")
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="largest mAP difference from --reference that counts as reproduced (default %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to every detector's config")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
@@ -298,10 +376,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.variant and not any(config_path(n, key, args.configs, args.variant).exists() for n in names):
         raise ConfigError(f"--variant {args.variant}: no {args.configs}/<detector>_{key}_{args.variant}.yaml for "
                           f"{', '.join(names)}; check the name (e.g. mnv2) or leave --variant out")
+    reference = load_reference(args.reference) if args.reference else None
     args.out = args.out or Path("runs") / f"benchmark_{key}{'_quick' if args.quick else ''}"
     started = time.perf_counter()
     results = {"dataset": key, "data": args.data, "quick": args.quick, "command": " ".join(["python", "tools/benchmark.py",
-               *(argv if argv is not None else sys.argv[1:])]), "machine": machine(), "rows": []}
+               *(argv if argv is not None else sys.argv[1:])]), "machine": machine(),
+               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rows": []}
+    if reference is not None:
+        info = reference.get("machine", {})
+        results["reference"] = {"path": str(args.reference), "git": info.get("git", "unknown"),
+                                "date": reference.get("date", "date not recorded"), "cpu": info.get("cpu", "unknown CPU"),
+                                "cpu_bfloat16": info.get("cpu_bfloat16")}
+        results["tolerance"] = args.tolerance
     for name in names:
         config, note = detector_config(name, args.data, args, args.configs)
         logger.info("=== %s (%s)", TITLES[name], note)
@@ -310,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["config"] = config_to_dict(config)
         results["rows"].append(row)
         logger.info("%s: VOC07 mAP %.4f, %.1f ms/image", TITLES[name], row["voc07_map"], row["inference_ms"])
+        if reference is not None:
+            results["reproduction"] = reproduction(results["rows"], reference, args.tolerance)
         # Written after every detector, so a long run that stops keeps the rows already measured.
         atomic_write_json(args.out / "results.json", results)
         atomic_write_text(args.out / "results.md", markdown(results))
@@ -319,6 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     scatter(results["rows"], args.out / "speed_vs_map.png", f"{key}: speed against accuracy")
     print(markdown(results))
     print(f"total wall-clock {results['total_seconds'] / 60:.1f} min; results in {args.out}")
+    if reference is not None:
+        missed = [c["title"] for c in results["reproduction"] if not c["within"]]
+        compared = len(results["reproduction"])
+        print(f"reproduction against {args.reference}: {compared - len(missed)} of {compared} detectors within "
+              f"±{args.tolerance:g}" + (f"; not: {', '.join(missed)}" if missed else ""))
     return 0
 
 

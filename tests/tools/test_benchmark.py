@@ -14,8 +14,14 @@ import benchmark  # noqa: E402
 
 def test_table_with_a_trained_and_a_loaded_detector(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "bench"
+    # An earlier run to check reproduction against: Faster R-CNN only, with a mAP no tiny model reaches.
+    reference = tmp_path / "earlier.json"
+    reference.write_text(json.dumps({"rows": [{"detector": "faster_rcnn", "title": "Faster R-CNN", "voc07_map": 1.5}],
+                                     "machine": {"git": "0123abc", "cpu": "Earlier CPU", "cpu_bfloat16": False},
+                                     "date": "2026-12-01 10:00 UTC"}))
     code = benchmark.main([
         "--data", "builtin", "--detectors", "faster_rcnn,yolo", "--checkpoint", f"faster_rcnn={tiny_checkpoint}",
+        "--reference", str(reference),
         "--images", "2", "--warmup", "0", "--out", str(out), "--quiet",
         f"data.builtin_root={tiny_checkpoint.parent.parent / 'shapes'}", "data.builtin.image_size=64",
         "data.builtin.num_trainval=4", "data.builtin.num_test=2", "data.num_workers=0",
@@ -37,7 +43,12 @@ def test_table_with_a_trained_and_a_loaded_detector(tiny_checkpoint, tmp_path, c
             else "no native bfloat16 (CPU training in float32)") in table
     assert "| Faster R-CNN |" in table and "| YOLOv1 |" in table and "Per-class AP" in table
     assert (out / "pr_yolo.png").stat().st_size > 0 and (out / "speed_vs_map.png").stat().st_size > 0
-    assert "loaded" in capsys.readouterr().out
+    assert results["date"].endswith("UTC")
+    (check,) = results["reproduction"]
+    assert check["detector"] == "faster_rcnn" and check["reference_map"] == 1.5 and not check["within"]
+    assert "Against the reference run" in table and "(git 0123abc, 2026-12-01 10:00 UTC, Earlier CPU" in table
+    printed = capsys.readouterr().out
+    assert "loaded" in printed and "0 of 1 detectors within ±0.02; not: Faster R-CNN" in printed
 
 
 def test_unknown_detector_is_a_config_error():
@@ -66,3 +77,66 @@ def test_variant_without_any_config_is_a_config_error():
 
     with pytest.raises(ConfigError, match="--variant mvn2"):
         benchmark.main(["--variant", "mvn2", "--detectors", "faster_rcnn,yolo"])
+
+
+def _results(maps: dict, epochs: int = 6, git: str = "abc1234") -> dict:
+    rows = [{"detector": name, "title": benchmark.TITLES[name], "voc07_map": value,
+             "config": {"train": {"epochs": epochs, "output_dir": f"runs/{git}/{name}"}, "model": {"input_size": 480}}}
+            for name, value in maps.items()]
+    return {"rows": rows, "date": "2026-12-05 06:00 UTC",
+            "machine": {"git": git, "cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2, "cpu_bfloat16": False,
+                        "gpu": None, "torch": "2.14.1"}}
+
+
+def test_reproduction_checks_each_detector_against_the_reference():
+    reference = _results({"rcnn": 0.80, "faster_rcnn": 0.90, "yolo": 0.81})
+    ours = _results({"faster_rcnn": 0.88, "yolo": 0.7899, "torchvision": 0.87}, git="def5678")["rows"]
+    checks = {c["detector"]: c for c in benchmark.reproduction(ours, reference, tolerance=0.02)}
+    # Only detectors present in both runs are compared; R-CNN (reference only) and torchvision (new) are not.
+    assert set(checks) == {"faster_rcnn", "yolo"}
+    assert checks["faster_rcnn"]["delta"] == pytest.approx(-0.02) and checks["faster_rcnn"]["within"]
+    assert checks["yolo"]["delta"] == pytest.approx(-0.0201) and not checks["yolo"]["within"]
+    # Output folders differ between any two runs and are not a config change.
+    assert checks["yolo"]["config_changes"] == []
+
+
+def test_reproduction_names_the_config_keys_that_changed():
+    reference = _results({"yolo": 0.70}, epochs=3)
+    (check,) = benchmark.reproduction(_results({"yolo": 0.81}, epochs=9)["rows"], reference, tolerance=0.02)
+    assert check["config_changes"] == ["train.epochs"] and not check["within"]
+
+
+def test_reproduction_table_in_the_markdown():
+    results = _results({"faster_rcnn": 0.9003, "yolo": 0.70}, git="new")
+    for row in results["rows"]:
+        row.update(voc_area_map=0.9, coco_ap=0.6, coco_ap50=0.9, ap={"circle": 0.9}, train_seconds=60.0,
+                   inference_ms=40.0, inference_p10_ms=39.0, inference_p90_ms=41.0, parameters=10 ** 6,
+                   peak_memory_mb=100.0, config_note="test.yaml")
+    results.update(dataset="shapes", quick=False, command="python tools/benchmark.py",
+                   reference={"path": "old/results.json", "git": "abc1234", "date": "2026-12-04 06:00 UTC",
+                              "cpu": "Test CPU", "cpu_bfloat16": True}, tolerance=0.02)
+    results["reproduction"] = benchmark.reproduction(results["rows"], _results({"faster_rcnn": 0.9003, "yolo": 0.75}),
+                                                     tolerance=0.02)
+    table = benchmark.markdown(results)
+    assert "Against the reference run `old/results.json` (git abc1234, 2026-12-04 06:00 UTC" in table
+    assert "| Faster R-CNN | 0.9003 | 0.9003 | +0.0000 | yes | none |" in table
+    assert "| YOLOv1 | 0.7000 | 0.7500 | -0.0500 | **no** | none |" in table
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "reference results not found"),
+    ("{not json", "not a benchmark results.json"),
+    ('{"rows": [{"detector": "yolo"}]}', "not a benchmark results.json"),
+    ('[1, 2]', "not a benchmark results.json"),
+])
+def test_bad_reference_is_a_one_line_error_before_any_training(tmp_path, content, message):
+    from detect.errors import ConfigError
+
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as error:
+        # The reference is read first: nothing is generated, trained or written.
+        benchmark.main(["--reference", str(path), "--out", str(tmp_path / "out")])
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
