@@ -60,7 +60,7 @@ def build_fixtures(work: Path) -> dict[str, Path]:
     write_split(voc, "trainval", [f"im{i}" for i in range(4)])
     write_split(voc, "test", ["im0", "im1"])
     run = work / "run"
-    subprocess.run(tool("train", "--quiet", f"data.builtin_root={work / 'shapes'}", *TINY, f"train.output_dir={run}"),
+    subprocess.run(tool("train", "--quiet", *TINY, f"data.builtin_root={work / 'shapes'}", f"train.output_dir={run}"),
                    check=True, capture_output=True, cwd=ROOT)
     subprocess.run(tool("infer", str(voc / "JPEGImages"), "--checkpoint", str(run / "best.pt"), "--out",
                         str(run / "infer"), "--quiet"), check=True, capture_output=True, cwd=ROOT)
@@ -147,6 +147,8 @@ def cases(work: Path, fx: dict[str, Path]) -> list[tuple[str, list[str]]]:
         ("output folder cannot be created (a file is in the way)",
          tool("infer", str(work / "im0.jpg"), "--checkpoint", ckpt, "--out", str(blocker / "out"))),
         ("detections file that is not JSON", tool("eval", "--data", str(voc), "--detections", str(bad_config))),
+        ("benchmark --reference that is not a results.json",
+         tool("benchmark", "--data", str(voc), "--reference", str(bad_config), "--out", str(work / "b1"))),
     ]
 
 
