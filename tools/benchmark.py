@@ -202,12 +202,18 @@ def load_reference(path: Path) -> dict:
     hint = "give the results.json that an earlier tools/benchmark.py run wrote in its --out folder"
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
-        for row in results["rows"]:
-            float(row["voc07_map"]), str(row["detector"])
     except FileNotFoundError:
         raise ConfigError(f"{path}: reference results not found; {hint}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ConfigError(f"{path}: not a benchmark results.json ({type(error).__name__}: {error}); {hint}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: not valid JSON ({error}); {hint}") from None
+    try:
+        rows = [{**row, "detector": str(row["detector"]), "voc07_map": float(row["voc07_map"])}
+                for row in results["rows"]]
+        info = results.get("machine")
+        results = {**results, "rows": rows, "machine": info if isinstance(info, dict) else {}}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ConfigError(f"{path}: not a benchmark results.json (no 'rows' list of rows with 'detector' and a "
+                          f"numeric 'voc07_map'); {hint}") from None
     return results
 
 
@@ -221,24 +227,43 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def config_changes(ours: dict, theirs: dict) -> list[str]:
+    """``key: reference value → this run's`` for every config key (output folders aside) that differs."""
+    ours, theirs = _flatten(ours), _flatten(theirs)
+    absent = "(absent)"
+    return [f"{key}: {theirs.get(key, absent)} → {ours.get(key, absent)}"
+            for key in sorted(ours.keys() | theirs.keys())
+            if key not in LOCATION_KEYS and ours.get(key, absent) != theirs.get(key, absent)]
+
+
 def reproduction(rows: list[dict], reference: dict, tolerance: float) -> list[dict]:
     """Each detector's VOC07 mAP against the same detector's in ``reference`` (detectors in both runs),
-    with the config keys (output folders aside) whose values differ between the two runs."""
+    with the config keys (output folders aside) whose values differ between the two runs (``None``
+    when the reference did not record its config)."""
     earlier = {row["detector"]: row for row in reference["rows"]}
     checks = []
     for row in rows:
         before = earlier.get(row["detector"])
         if before is None:
             continue
-        ours, theirs = _flatten(row.get("config", {})), _flatten(before.get("config", {}))
-        changed = sorted(key for key in ours.keys() | theirs.keys()
-                         if key not in LOCATION_KEYS and ours.get(key) != theirs.get(key))
+        changed = config_changes(row.get("config", {}), before["config"]) if "config" in before else None
         delta = row["voc07_map"] - before["voc07_map"]
         checks.append({"detector": row["detector"], "title": row["title"], "voc07_map": row["voc07_map"],
                        "reference_map": before["voc07_map"], "delta": delta,
                        # A hair of slack so that a difference of exactly the tolerance counts as within it.
                        "within": abs(delta) <= tolerance + 1e-9, "config_changes": changed})
     return checks
+
+
+def reproduction_summary(checks: list[dict], reference: Path, tolerance: float) -> str:
+    """One line: how many detectors reproduced the reference run, which did not, whose config differs."""
+    if not checks:
+        return f"reproduction against {reference}: no detector of this run is in it, nothing compared"
+    missed = [c["title"] for c in checks if not c["within"]]
+    changed = [c["title"] for c in checks if c["config_changes"]]
+    return (f"reproduction against {reference}: {len(checks) - len(missed)} of {len(checks)} detectors within "
+            f"±{tolerance:g}" + (f"; not: {', '.join(missed)}" if missed else "")
+            + (f" (config differs: {', '.join(changed)})" if changed else ""))
 
 
 def machine() -> dict:
@@ -309,10 +334,12 @@ def _reproduction_markdown(results: dict) -> list[str]:
                  else _bfloat16_note(reference["cpu_bfloat16"]))
     lines = [f"Against the reference run `{reference['path']}` (git {reference['git']}, {reference['date']}, "
              f"{reference['cpu']}, {precision}):", "",
-             f"| detector | VOC07 mAP@0.5 | reference | difference | within ±{tolerance:g} | config keys that differ |",
+             f"| detector | VOC07 mAP@0.5 | reference | this run − reference | within ±{tolerance:g} | "
+             "config that differs (reference → this run) |",
              "|---|---|---|---|---|---|"]
     for check in results["reproduction"]:
-        changes = ", ".join(f"`{key}`" for key in check["config_changes"]) or "none"
+        changes = ("not recorded in the reference" if check["config_changes"] is None
+                   else "; ".join(f"`{change}`" for change in check["config_changes"]) or "none")
         lines.append(f"| {check['title']} | {_fmt(check['voc07_map'])} | {_fmt(check['reference_map'])} | "
                      f"{check['delta']:+.4f} | {'yes' if check['within'] else '**no**'} | {changes} |")
     return lines + [""]
@@ -376,7 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.variant and not any(config_path(n, key, args.configs, args.variant).exists() for n in names):
         raise ConfigError(f"--variant {args.variant}: no {args.configs}/<detector>_{key}_{args.variant}.yaml for "
                           f"{', '.join(names)}; check the name (e.g. mnv2) or leave --variant out")
+    if not args.tolerance >= 0:
+        raise ConfigError(f"--tolerance {args.tolerance}: must be a mAP difference of 0 or more (e.g. 0.02)")
     reference = load_reference(args.reference) if args.reference else None
+    if reference is not None:
+        earlier = (reference.get("dataset", key), bool(reference.get("quick", args.quick)))
+        if earlier != (key, args.quick):
+            raise ConfigError(f"{args.reference}: reference is a {'--quick ' if earlier[1] else ''}run on "
+                              f"'{earlier[0]}', this is a {'--quick ' if args.quick else ''}run on '{key}'; "
+                              "give a results.json of the same dataset and schedule")
     args.out = args.out or Path("runs") / f"benchmark_{key}{'_quick' if args.quick else ''}"
     started = time.perf_counter()
     results = {"dataset": key, "data": args.data, "quick": args.quick, "command": " ".join(["python", "tools/benchmark.py",
@@ -388,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "date": reference.get("date", "date not recorded"), "cpu": info.get("cpu", "unknown CPU"),
                                 "cpu_bfloat16": info.get("cpu_bfloat16")}
         results["tolerance"] = args.tolerance
+        results["reproduction"] = []
     for name in names:
         config, note = detector_config(name, args.data, args, args.configs)
         logger.info("=== %s (%s)", TITLES[name], note)
@@ -408,10 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown(results))
     print(f"total wall-clock {results['total_seconds'] / 60:.1f} min; results in {args.out}")
     if reference is not None:
-        missed = [c["title"] for c in results["reproduction"] if not c["within"]]
-        compared = len(results["reproduction"])
-        print(f"reproduction against {args.reference}: {compared - len(missed)} of {compared} detectors within "
-              f"±{args.tolerance:g}" + (f"; not: {', '.join(missed)}" if missed else ""))
+        print(reproduction_summary(results["reproduction"], args.reference, args.tolerance))
     return 0
 
 

@@ -46,6 +46,7 @@ def test_table_with_a_trained_and_a_loaded_detector(tiny_checkpoint, tmp_path, c
     assert results["date"].endswith("UTC")
     (check,) = results["reproduction"]
     assert check["detector"] == "faster_rcnn" and check["reference_map"] == 1.5 and not check["within"]
+    assert check["config_changes"] is None and "not recorded in the reference" in (out / "results.md").read_text()
     assert "Against the reference run" in table and "(git 0123abc, 2026-12-01 10:00 UTC, Earlier CPU" in table
     printed = capsys.readouterr().out
     assert "loaded" in printed and "0 of 1 detectors within ±0.02; not: Faster R-CNN" in printed
@@ -103,7 +104,7 @@ def test_reproduction_checks_each_detector_against_the_reference():
 def test_reproduction_names_the_config_keys_that_changed():
     reference = _results({"yolo": 0.70}, epochs=3)
     (check,) = benchmark.reproduction(_results({"yolo": 0.81}, epochs=9)["rows"], reference, tolerance=0.02)
-    assert check["config_changes"] == ["train.epochs"] and not check["within"]
+    assert check["config_changes"] == ["train.epochs: 3 → 9"] and not check["within"]
 
 
 def test_reproduction_table_in_the_markdown():
@@ -125,7 +126,8 @@ def test_reproduction_table_in_the_markdown():
 
 @pytest.mark.parametrize("content, message", [
     (None, "reference results not found"),
-    ("{not json", "not a benchmark results.json"),
+    ("{not json", "not valid JSON"),
+    ('{"rows": [{"detector": "yolo", "voc07_map": "high"}]}', "not a benchmark results.json"),
     ('{"rows": [{"detector": "yolo"}]}', "not a benchmark results.json"),
     ('[1, 2]', "not a benchmark results.json"),
 ])
@@ -139,4 +141,35 @@ def test_bad_reference_is_a_one_line_error_before_any_training(tmp_path, content
         # The reference is read first: nothing is generated, trained or written.
         benchmark.main(["--reference", str(path), "--out", str(tmp_path / "out")])
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_older_results_file_without_a_date_is_a_reference():
+    """docs/results/shapes_mnv2.json was written before results recorded their date."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "results" / "shapes_mnv2.json"
+    reference = benchmark.load_reference(path)
+    assert "date" not in reference and reference["machine"]["git"] == "fe07705"
+    checks = benchmark.reproduction(reference["rows"], reference, tolerance=0.0)
+    assert [c["detector"] for c in checks] == ["rcnn", "fast_rcnn", "faster_rcnn", "yolo", "torchvision"]
+    assert all(c["within"] and c["delta"] == 0.0 and c["config_changes"] == [] for c in checks)
+
+
+def test_reproduction_summary_line():
+    reference = _results({"faster_rcnn": 0.90, "yolo": 0.81}, epochs=6)
+    ours = _results({"faster_rcnn": 0.90, "yolo": 0.70}, epochs=9)["rows"]
+    line = benchmark.reproduction_summary(benchmark.reproduction(ours, reference, 0.02), Path("r.json"), 0.02)
+    assert line == ("reproduction against r.json: 1 of 2 detectors within ±0.02; not: YOLOv1 "
+                    "(config differs: Faster R-CNN, YOLOv1)")
+    nothing = benchmark.reproduction(_results({"rcnn": 0.8})["rows"], reference, 0.02)
+    assert "no detector of this run is in it" in benchmark.reproduction_summary(nothing, Path("r.json"), 0.02)
+
+
+def test_reference_of_another_dataset_or_a_bad_tolerance_is_refused_before_any_work(tmp_path):
+    from detect.errors import ConfigError
+
+    raccoon = Path(__file__).resolve().parents[2] / "docs" / "results" / "raccoon.json"
+    with pytest.raises(ConfigError, match="reference is a run on 'raccoon', this is a run on 'shapes'"):
+        benchmark.main(["--reference", str(raccoon), "--out", str(tmp_path / "out")])
+    with pytest.raises(ConfigError, match="--tolerance -0.1: must be"):
+        benchmark.main(["--reference", str(raccoon), "--tolerance", "-0.1", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
