@@ -197,8 +197,9 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
 LOCATION_KEYS = ("train.output_dir", "model.rcnn.feature_cache_dir", "model.proposals.cache_dir", "data.builtin_root")
 
 
-def load_reference(path: Path) -> dict:
-    """An earlier run's ``results.json`` (``--reference``), read before any training starts."""
+def load_reference(path: Path, dataset: str, quick: bool) -> dict:
+    """An earlier run's ``results.json`` (``--reference``) on the same ``dataset`` and schedule, read
+    before any training starts."""
     hint = "give the results.json that an earlier tools/benchmark.py run wrote in its --out folder"
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -214,6 +215,11 @@ def load_reference(path: Path) -> dict:
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ConfigError(f"{path}: not a benchmark results.json (no 'rows' list of rows with 'detector' and a "
                           f"numeric 'voc07_map'); {hint}") from None
+    earlier = (results.get("dataset", dataset), bool(results.get("quick", quick)))
+    if earlier != (dataset, quick):
+        raise ConfigError(f"{path}: reference is a {'--quick ' if earlier[1] else ''}run on '{earlier[0]}', this is a "
+                          f"{'--quick ' if quick else ''}run on '{dataset}'; give a results.json of the same dataset "
+                          "and schedule")
     return results
 
 
@@ -405,20 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"{', '.join(names)}; check the name (e.g. mnv2) or leave --variant out")
     if not args.tolerance >= 0:
         raise ConfigError(f"--tolerance {args.tolerance}: must be a mAP difference of 0 or more (e.g. 0.02)")
-    reference = load_reference(args.reference) if args.reference else None
-    if reference is not None:
-        earlier = (reference.get("dataset", key), bool(reference.get("quick", args.quick)))
-        if earlier != (key, args.quick):
-            raise ConfigError(f"{args.reference}: reference is a {'--quick ' if earlier[1] else ''}run on "
-                              f"'{earlier[0]}', this is a {'--quick ' if args.quick else ''}run on '{key}'; "
-                              "give a results.json of the same dataset and schedule")
+    reference = load_reference(args.reference, key, args.quick) if args.reference else None
     args.out = args.out or Path("runs") / f"benchmark_{key}{'_quick' if args.quick else ''}"
     started = time.perf_counter()
     results = {"dataset": key, "data": args.data, "quick": args.quick, "command": " ".join(["python", "tools/benchmark.py",
                *(argv if argv is not None else sys.argv[1:])]), "machine": machine(),
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rows": []}
     if reference is not None:
-        info = reference.get("machine", {})
+        info = reference["machine"]
         results["reference"] = {"path": str(args.reference), "git": info.get("git", "unknown"),
                                 "date": reference.get("date", "date not recorded"), "cpu": info.get("cpu", "unknown CPU"),
                                 "cpu_bfloat16": info.get("cpu_bfloat16")}
