@@ -5,7 +5,10 @@
 
 Times ``model.predict`` on one image at a time (batch 1, what a user of tools/infer.py sees),
 images taken from the dataset's split at their original size; the model resizes them to its
-input size. Prints the median, the 10th/90th percentiles and the input size. For R-CNN and
+input size. Prints the median, the 10th/90th percentiles and the input size, and the time spent
+in the shared backbone: the part no head can save. A detector that runs the backbone once on the
+same input takes at least that long, so this detector's median over it bounds how much faster
+such a detector could be (YOLOv1 against Faster R-CNN, issue #5). For R-CNN and
 Fast R-CNN, the detector gets each image's cached proposals and selective search is timed
 separately.
 """
@@ -16,7 +19,8 @@ import argparse
 
 import torch
 
-from detect.benchmarking import add_timing_arguments, apply_threads, time_inference, time_proposals
+from detect.benchmarking import (Timing, add_timing_arguments, apply_threads, backbone_timer, time_inference,
+                                 time_proposals)
 from detect.config import DataConfig
 from detect.data.build import load_split
 from detect.data.transforms import TestTransforms
@@ -37,12 +41,17 @@ def main() -> int:
         config = checkpoint_config(checkpoint, args.checkpoint).model.proposals
         attach_proposals(dataset, config)
         proposal_timing = time_proposals(dataset, config.selective_search, args.images)
-    timing = time_inference(model, dataset, args.images, args.warmup)
+    with backbone_timer(model) as backbone:
+        timing = time_inference(model, dataset, args.images, args.warmup, timers=[backbone])
+    backbone_timing = Timing.of(backbone.per_image_ms)
     print(f"{args.checkpoint}: {checkpoint['config']['model']['name']} / {checkpoint['config']['model']['backbone']['name']}, "
           f"input {checkpoint['config']['model']['input_size']} px, {torch.get_num_threads()} threads")
     excluded = ", proposals excluded" if proposal_timing else ""
     print(f"inference per image{excluded}: median {timing.median:.1f} ms (p10 {timing.p10:.1f}, "
           f"p90 {timing.p90:.1f}) over {timing.count} images")
+    print(f"of which the backbone: median {backbone_timing.median:.1f} ms (p10 {backbone_timing.p10:.1f}, "
+          f"p90 {backbone_timing.p90:.1f}), {backbone_timing.median / timing.median:.0%} of the median; the rest "
+          f"(resizing, heads, decoding, NMS): {timing.median - backbone_timing.median:.1f} ms")
     if proposal_timing:
         print(f"selective search per image: median {proposal_timing.median:.1f} ms (p10 {proposal_timing.p10:.1f}, "
               f"p90 {proposal_timing.p90:.1f}) over {proposal_timing.count} images")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,61 @@ class Timing:
                    float(np.percentile(values, 90)), len(milliseconds))
 
 
+class CallTimer:
+    """Time spent in one method of one object during each timed image, e.g. a detector's backbone
+    (``CallTimer(backbone, "forward_normalised")``: every detector's image or crops go through it):
+    the share of inference time that no change of head or post-processing can remove.
+
+    The method is shadowed on the instance while the timer is attached; :meth:`remove` (or leaving
+    the ``with`` block) restores it.
+    """
+
+    def __init__(self, owner: object, method: str = "forward", synchronize: bool = False):
+        self.per_image_ms: list[float] = []
+        self._owner, self._method, self._seconds = owner, method, 0.0
+        self._synchronize = synchronize and torch.cuda.is_available()
+        original = getattr(owner, method)
+
+        def timed(*args, **kwargs):
+            started = self._now()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._seconds += self._now() - started
+
+        setattr(owner, method, timed)
+
+    def _now(self) -> float:
+        if self._synchronize:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def take(self) -> float:
+        """Milliseconds spent in the method since the last call (it may run several times per image)."""
+        seconds, self._seconds = self._seconds, 0.0
+        return seconds * 1000
+
+    def remove(self) -> None:
+        if self._method in vars(self._owner):
+            delattr(self._owner, self._method)
+
+    def __enter__(self) -> "CallTimer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def backbone_timer(model: nn.Module, synchronize: bool = False) -> CallTimer:
+    """A :class:`CallTimer` on the shared backbone inside ``model`` (any detector, torchvision's too)."""
+    from detect.backbones import Backbone
+
+    backbone = next((module for module in model.modules() if isinstance(module, Backbone)), None)
+    if backbone is None:
+        raise TypeError(f"{type(model).__name__} has no detect.backbones.Backbone to time")
+    return CallTimer(backbone, "forward_normalised", synchronize)
+
+
 def add_timing_arguments(parser, images: int = 30) -> None:
     """The options every per-image timing script shares: split, image counts and threads."""
     parser.add_argument("--data", default="builtin")
@@ -46,13 +101,14 @@ def apply_threads(args) -> None:
 
 @torch.no_grad()
 def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: int = 30, warmup: int = 5,
-                   device: str | torch.device = "cpu", predict: Callable[[torch.Tensor], object] | None = None
-                   ) -> Timing:
+                   device: str | torch.device = "cpu", predict: Callable[[torch.Tensor], object] | None = None,
+                   timers: Sequence[CallTimer] = ()) -> Timing:
     """Time ``model.predict`` on single images of ``dataset`` (which yields tensors) after warm-up.
 
     Detectors that take region proposals get the dataset's cached ones, so the time excludes
     proposal computation (timed by :func:`time_proposals`). ``predict`` (one image → detections)
-    replaces the model, e.g. an exported one.
+    replaces the model, e.g. an exported one. Each of ``timers`` gets its method's time per timed
+    image appended to its ``per_image_ms``.
     """
     if model is not None:
         model.eval()
@@ -63,6 +119,8 @@ def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: i
         image = sample["image"].to(device)
         if device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
+        for timer in timers:
+            timer.take()
         started = time.perf_counter()
         if predict is not None:
             predict(image)
@@ -74,6 +132,8 @@ def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: i
             torch.cuda.synchronize()
         if index >= warmup:
             milliseconds.append((time.perf_counter() - started) * 1000)
+            for timer in timers:
+                timer.per_image_ms.append(timer.take())
     return Timing.of(milliseconds)
 
 

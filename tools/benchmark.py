@@ -20,7 +20,9 @@ Columns: VOC07 11-point mAP@0.5, VOC area mAP@0.5, COCO AP and AP50 (pycocotools
 wall-clock (R-CNN: all its stages; Fast R-CNN and R-CNN: selective search on both splits
 included when computed by this run), inference per image (batch 1, median and 10th–90th
 percentiles over ``--images`` test images after warm-up; proposals excluded and timed
-separately), parameters, and peak resident memory during inference.
+separately), the median time of that spent in the shared backbone (what no head can save: it
+bounds how much faster one detector can be than another on the same backbone), parameters, and
+peak resident memory during inference.
 
 Writes in ``--out``: ``results.md`` (tables), ``results.json`` (everything, with the machine,
 torch version, git revision and date), ``pr_<detector>.png`` (PR curves per class) and
@@ -140,7 +142,7 @@ class PeakMemory:
 
 def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: argparse.Namespace) -> dict:
     """Train (or load) one detector, evaluate it on the test split and time it."""
-    from detect.benchmarking import time_inference, time_proposals
+    from detect.benchmarking import Timing, backbone_timer, time_inference, time_proposals
     from detect.data.build import load_split
     from detect.data.transforms import TestTransforms
     from detect.engine.checkpoint import load_detector
@@ -179,12 +181,14 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
     area = evaluate_voc(ground_truth, detections, class_names, metric="voc")
     coco = evaluate_coco(ground_truth, detections, class_names)
     plot_precision_recall(voc07, args.out / f"pr_{name}.png", title=f"{TITLES[name]} — VOC07 mAP {voc07.map:.4f}")
-    with PeakMemory() as memory:
-        timing = time_inference(model, test_set, images=args.images, warmup=args.warmup, device=device)
+    with PeakMemory() as memory, backbone_timer(model, synchronize=device.type != "cpu") as backbone:
+        timing = time_inference(model, test_set, images=args.images, warmup=args.warmup, device=device,
+                                timers=[backbone])
     row = {"detector": name, "title": TITLES[name], "voc07_map": voc07.map, "voc_area_map": area.map,
            "coco_ap": coco["AP"], "coco_ap50": coco["AP50"], "ap": voc07.as_dict()["ap"],
            "train_seconds": train_seconds, "inference_ms": timing.median, "inference_p10_ms": timing.p10,
            "inference_p90_ms": timing.p90, "timed_images": timing.count,
+           "backbone_ms": Timing.of(backbone.per_image_ms).median,
            "parameters": sum(p.numel() for p in model.parameters()), "peak_memory_mb": memory.peak / 2 ** 20,
            "checkpoint": checkpoint, "backbone": config.model.backbone.name, "input_size": config.model.input_size}
     if model.uses_proposals:
@@ -313,8 +317,8 @@ def markdown(results: dict) -> str:
              f"{_bfloat16_note(info['cpu_bfloat16'])}, "
              f"GPU {info['gpu'] or 'none'}; torch {info['torch']}; git {info['git']}", "",
              "| detector | VOC07 mAP@0.5 | VOC area mAP | COCO AP | COCO AP50 | training | inference ms/img "
-             "(p10–p90) | proposals ms/img | parameters | peak memory |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "(p10–p90) | of which backbone | proposals ms/img | parameters | peak memory |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         training = "loaded" if row["train_seconds"] is None else f"{row['train_seconds'] / 60:.1f} min"
         proposals = (f"{row['proposals_ms']:.0f} ({row['proposals_p10_ms']:.0f}–{row['proposals_p90_ms']:.0f})"
@@ -322,7 +326,8 @@ def markdown(results: dict) -> str:
         lines.append(f"| {row['title']} | {_fmt(row['voc07_map'])} | {_fmt(row['voc_area_map'])} | "
                      f"{_fmt(row['coco_ap'])} | {_fmt(row['coco_ap50'])} | {training} | "
                      f"{row['inference_ms']:.1f} ({row['inference_p10_ms']:.1f}–{row['inference_p90_ms']:.1f}) | "
-                     f"{proposals} | {row['parameters'] / 1e6:.2f} M | {row['peak_memory_mb']:.0f} MB |")
+                     f"{_fmt(row.get('backbone_ms'), 1)} | {proposals} | {row['parameters'] / 1e6:.2f} M | "
+                     f"{row['peak_memory_mb']:.0f} MB |")
     classes = list(rows[0]["ap"]) if rows else []
     lines += ["", "Per-class AP (VOC07, IoU > 0.5):", "",
               "| class | " + " | ".join(r["title"] for r in rows) + " |", "|---|" + "---|" * len(rows)]

@@ -35,6 +35,7 @@ def test_table_with_a_trained_and_a_loaded_detector(tiny_checkpoint, tmp_path, c
     assert rows["faster_rcnn"]["train_seconds"] is None and rows["yolo"]["train_seconds"] > 0
     for row in rows.values():
         assert 0.0 <= row["voc07_map"] <= 1.0 and row["timed_images"] == 2 and row["parameters"] > 0
+        assert 0.0 < row["backbone_ms"]    # part of each image's time (the invariant: tests/test_benchmarking.py)
         assert set(row["ap"]) == {"circle", "triangle", "square", "star", "cross", "hexagon", "ring", "heart"}
     assert results["machine"]["torch"] and results["machine"]["git"]
     assert results["machine"]["cpu_bfloat16"] == cpu_has_native_bfloat16()
@@ -118,7 +119,10 @@ def test_reproduction_table_in_the_markdown():
                               "cpu": "Test CPU", "cpu_bfloat16": True}, tolerance=0.02)
     results["reproduction"] = benchmark.reproduction(results["rows"], _results({"faster_rcnn": 0.9003, "yolo": 0.75}),
                                                      tolerance=0.02)
+    results["rows"][0]["backbone_ms"] = 21.24       # the other row is an older run's, without the backbone time
     table = benchmark.markdown(results)
+    assert "| 60.0 min |" not in table and "| 1.0 min | 40.0 (39.0–41.0) | 21.2 | — | 1.00 M | 100 MB |" in table
+    assert "| 1.0 min | 40.0 (39.0–41.0) | — | — | 1.00 M | 100 MB |" in table
     assert "Against the reference run `old/results.json` (git abc1234, 2026-12-04 06:00 UTC" in table
     assert "| Faster R-CNN | 0.9003 | 0.9003 | +0.0000 | yes | none |" in table
     assert "| YOLOv1 | 0.7000 | 0.7500 | -0.0500 | **no** | none |" in table
