@@ -106,6 +106,11 @@ class Backbone(nn.Module):
         """Features of normalised images: the stages in sequence."""
         return self.stages(images)
 
+    def freeze_batchnorm(self) -> "Backbone":
+        """Frozen BatchNorm folded into its convolutions, as every backbone built from pretrained
+        weights has it (:func:`_freeze_batchnorm`); the same tensors under the same names."""
+        return _freeze_batchnorm(self)
+
     def freeze_stages(self, count: int) -> None:
         """Stop training the first ``count`` stages (their weights keep requires_grad=False)."""
         if count > len(self.stages):
@@ -284,7 +289,7 @@ def mobilenet_v2_backbone(weights: str | None = None, stride: int | None = None)
     if stride == 8:
         _dilate([block.conv[1][0] for block in features[7:14]])
     backbone = Backbone(stages, out_channels=96, stride=stride or 16)
-    return _freeze_batchnorm(backbone) if pretrained else backbone
+    return backbone.freeze_batchnorm() if pretrained else backbone
 
 
 def _dilate(depthwise: list[nn.Conv2d]) -> None:
@@ -309,7 +314,7 @@ def resnet_backbone(depth: int, weights: str | None = None) -> Backbone:
     stem = nn.Sequential(network.conv1, network.bn1, network.relu, network.maxpool)
     stages = [stem, network.layer1, network.layer2, network.layer3]
     backbone = Backbone(stages, out_channels=256 if depth == 18 else 1024, stride=16)
-    return _freeze_batchnorm(backbone) if pretrained else backbone
+    return backbone.freeze_batchnorm() if pretrained else backbone
 
 
 def vgg16_backbone(weights: str | None = None) -> Backbone:
@@ -341,6 +346,11 @@ def _small_with_weights(weights: str | None, stride: int | None, widths: Sequenc
                               f"the output map), e.g. [16, 32, 64, 128, 96]; got {list(widths)}")
         options.update(widths=tuple(widths[:4]), out_channels=widths[4])
     return SmallBackbone(**options)
+
+
+def backbones_in(model: nn.Module) -> list[Backbone]:
+    """The :class:`Backbone` modules inside ``model`` (one in every detector, torchvision's too)."""
+    return [module for module in model.modules() if isinstance(module, Backbone)]
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None = None, frozen_stages: int = 0,

@@ -77,12 +77,12 @@ class CallTimer:
 
 def backbone_timer(model: nn.Module, synchronize: bool = False) -> CallTimer:
     """A :class:`CallTimer` on the shared backbone inside ``model`` (any detector, torchvision's too)."""
-    from detect.backbones import Backbone
+    from detect.backbones import backbones_in
 
-    backbone = next((module for module in model.modules() if isinstance(module, Backbone)), None)
-    if backbone is None:
+    backbones = backbones_in(model)
+    if not backbones:
         raise TypeError(f"{type(model).__name__} has no detect.backbones.Backbone to time")
-    return CallTimer(backbone, "forward_normalised", synchronize)
+    return CallTimer(backbones[0], "forward_normalised", synchronize)
 
 
 def add_timing_arguments(parser, images: int = 30) -> None:

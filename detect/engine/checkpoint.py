@@ -84,12 +84,17 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     Returns:
         ``(model, checkpoint)``; ``checkpoint["class_names"]`` names the labels.
     """
+    from detect.backbones import backbones_in
     from detect.models import build_detector
 
     checkpoint = load_checkpoint(path)
     config = checkpoint_config(checkpoint, path)
+    pretrained = config.model.backbone.weights is not None
     config.model.backbone.weights = None  # the checkpoint holds the trained backbone
     model = build_detector(config.model, len(checkpoint["class_names"]))
+    if pretrained:  # trained from pretrained weights: BatchNorm frozen and folded, as in training
+        for backbone in backbones_in(model):
+            backbone.freeze_batchnorm()
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
