@@ -16,11 +16,13 @@ separately.
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
 import torch
 
 from detect.benchmarking import (Timing, add_timing_arguments, apply_threads, backbone_timer, time_inference,
                                  time_proposals)
+from detect.cli import run
 from detect.config import DataConfig
 from detect.data.build import load_split
 from detect.data.transforms import TestTransforms
@@ -28,11 +30,11 @@ from detect.engine.checkpoint import checkpoint_config, load_detector
 from detect.proposals.cache import attach_proposals
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
     add_timing_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     apply_threads(args)
     model, checkpoint = load_detector(args.checkpoint, "cpu")
     dataset = load_split(DataConfig(dataset=args.data), args.split, TestTransforms(), class_names=checkpoint["class_names"])
@@ -59,4 +61,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

@@ -112,12 +112,13 @@ def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: i
     """
     if model is not None:
         model.eval()
+    cuda = torch.device(device).type == "cuda"   # (a torch.device never equals the string "cpu")
     count = min(images + warmup, len(dataset))
     samples = [dataset[i] for i in range(count)]
     milliseconds = []
     for index, sample in enumerate(samples):
         image = sample["image"].to(device)
-        if device != "cpu" and torch.cuda.is_available():
+        if cuda:
             torch.cuda.synchronize()
         for timer in timers:
             timer.take()
@@ -128,7 +129,7 @@ def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: i
             model.predict([image], [sample["proposals"].to(device)])
         else:
             model.predict([image])
-        if device != "cpu" and torch.cuda.is_available():
+        if cuda:
             torch.cuda.synchronize()
         if index >= warmup:
             milliseconds.append((time.perf_counter() - started) * 1000)

@@ -181,7 +181,7 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
     area = evaluate_voc(ground_truth, detections, class_names, metric="voc")
     coco = evaluate_coco(ground_truth, detections, class_names)
     plot_precision_recall(voc07, args.out / f"pr_{name}.png", title=f"{TITLES[name]} — VOC07 mAP {voc07.map:.4f}")
-    with PeakMemory() as memory, backbone_timer(model, synchronize=device.type != "cpu") as backbone:
+    with PeakMemory() as memory, backbone_timer(model, synchronize=device.type == "cuda") as backbone:
         timing = time_inference(model, test_set, images=args.images, warmup=args.warmup, device=device,
                                 timers=[backbone])
     row = {"detector": name, "title": TITLES[name], "voc07_map": voc07.map, "voc_area_map": area.map,
