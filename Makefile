@@ -25,10 +25,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 # The main job: train the default detector (Faster R-CNN fine-tuning ../shared's ImageNet
 # MobileNetV2 on the built-in shapes, generated on first use), evaluate the best checkpoint on the
-# test split, and draw detections on two test images.
+# test split, and draw detections on two test images. --overwrite: a second `make demo` trains
+# afresh in the same folder (tools/train.py refuses to replace an earlier run without it).
 DEMO_RUN := runs/faster_rcnn_shapes_mnv2
 demo: setup
-	$(PY) tools/train.py
+	$(PY) tools/train.py --overwrite
 	$(PY) tools/eval.py --data builtin --split test --checkpoint $(DEMO_RUN)/best.pt --plots $(DEMO_RUN)
 	$(PY) tools/infer.py data/shapes/JPEGImages/test_000000.jpg data/shapes/JPEGImages/test_000001.jpg --out $(DEMO_RUN)/infer
 

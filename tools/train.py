@@ -3,6 +3,7 @@
     python tools/train.py                                   # Faster R-CNN (MobileNetV2) on the built-in shapes
     python tools/train.py --config configs/<name>.yaml [key.sub=value ...]
     python tools/train.py --config ... --resume             # continue from <output_dir>/last.pt
+    python tools/train.py --config ... --overwrite          # start afresh where an earlier run is
     python tools/train.py --config ... --weights other.pt   # fine-tune (other classes are fine)
     torchrun --nproc_per_node 2 tools/train.py --config ... # several processes (DDP; see README)
 """
@@ -18,7 +19,7 @@ from typing import Sequence
 from detect import distributed
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import DEFAULT_CONFIG_PATH, dump_config, load_config
-from detect.errors import CheckpointError, ConfigError
+from detect.errors import CheckpointError, ConfigError, OutputError
 
 logger = logging.getLogger("train")
 
@@ -29,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=0.01")
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                         help="continue an interrupted run (default: <output_dir>/last.pt)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a train.output_dir that holds an earlier run (its checkpoints are "
+                             "replaced); without it such a folder is refused")
     parser.add_argument("--weights", type=Path, help="initialise from a checkpoint; tensors that do not fit are skipped")
     parser.add_argument("--max-iterations", type=int, help="stop after this many iterations in total")
     parser.add_argument("--on-invalid", choices=("error", "skip"),
@@ -46,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(args.config, overrides)
     if args.config.resolve() == DEFAULT_CONFIG_PATH.resolve():
         _check_default_weights(config.model.backbone.weights)
+    _check_earlier_run(Path(config.train.output_dir), resume=args.resume is not None, overwrite=args.overwrite)
     ctx = distributed.init_from_environment(config.train.device)
     if not ctx.is_main:  # one voice: rank 0 logs and shows progress
         setup_logging(args.debug, quiet=True)
@@ -77,6 +82,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# What a finished or interrupted run leaves (R-CNN's fine-tuned stage 1 too): a new run would replace them.
+RUN_CHECKPOINTS = ("last.pt", "best.pt", "finetuned.pt")
+
+
+def _check_earlier_run(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier one's checkpoints unless asked to (--overwrite)."""
+    found = [name for name in RUN_CHECKPOINTS if (output_dir / name).is_file()]
+    if not found or resume:
+        return
+    if overwrite:
+        logger.warning("--overwrite: a new run replaces %s in %s", ", ".join(found), output_dir)
+        return
+    raise OutputError(f"holds an earlier run ({', '.join(found)}); continue it with --resume, start afresh with "
+                      "--overwrite (its checkpoints are replaced), or train elsewhere with train.output_dir=<folder>",
+                      output_dir)
+
+
 def _check_default_weights(weights: str | None) -> None:
     """The default config fine-tunes ../shared's MobileNetV2: before any work, name the from-scratch
     config if that file is missing (build_backbone would only say the file is missing)."""
@@ -93,7 +115,7 @@ def _train_rcnn(config, args) -> int:
     if args.weights is not None:
         raise ConfigError("--weights is not supported for R-CNN; set model.backbone.weights instead")
     summary = train_rcnn(config, resume=args.resume is not None, max_iterations=args.max_iterations,
-                         progress=not args.quiet)
+                         progress=not args.quiet, fresh=args.overwrite)
     if not distributed.context().is_main:
         return 0
     if summary["map"] is None:

@@ -11,7 +11,7 @@ from detect.data.dataset import DetectionDataset
 from detect.data.synthetic import SHAPE_CLASSES, ensure_dataset
 from detect.data.transforms import TestTransforms, TrainTransforms
 from detect.data.voc import discover_voc_classes, load_voc
-from detect.errors import DataError
+from detect.errors import ConfigError, DataError
 
 
 def dataset_location(config: DataConfig) -> tuple[str, Path]:
@@ -29,7 +29,8 @@ def dataset_location(config: DataConfig) -> tuple[str, Path]:
 
 def load_split(config: DataConfig, split: str, transforms: Callable | None = None,
                class_names: list[str] | None = None) -> DetectionDataset:
-    """Load one split. For COCO data, ``split`` is a JSON file (relative to the dataset's folder or absolute).
+    """Load one split. For COCO data, ``split`` is a JSON file (relative to the dataset's folder or absolute);
+    ``config.train_split`` may also name no file, and then is ``config.dataset`` itself.
 
     ``class_names`` defaults to ``config.class_names``, then to the built-in classes, then to
     the classes found in the whole dataset (all VOC annotations, or the COCO categories).
@@ -42,8 +43,13 @@ def load_split(config: DataConfig, split: str, transforms: Callable | None = Non
         if names is None:
             names = discover_voc_classes(path)
         return load_voc(path, split, names, transforms, config.on_invalid)
-    split_path = Path(split) if Path(split).is_absolute() else path.parent / split
-    json_path = split_path if split_path.suffix.lower() == ".json" else path
+    if Path(split).suffix.lower() == ".json":
+        json_path = Path(split) if Path(split).is_absolute() else path.parent / split
+    elif split == config.train_split:   # data.dataset is the training file
+        json_path = path
+    else:   # falling back to data.dataset would evaluate on the training images
+        raise ConfigError(f"a COCO dataset's split {split!r} must name its JSON file: set data.test_split=<test "
+                          "instances>.json (relative to this file's folder, or absolute)", path)
     return load_coco(json_path, None, names, transforms, config.on_invalid)
 
 

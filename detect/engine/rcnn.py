@@ -260,8 +260,10 @@ def check_finetuned(checkpoint: dict, path: Path, config: Config) -> None:
 
 
 def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None = None,
-               progress: bool = True, final_evaluation: bool = True) -> dict:
+               progress: bool = True, final_evaluation: bool = True, fresh: bool = False) -> dict:
     """Run the stages that have no output yet; returns the summary (test mAP, times, paths).
+
+    ``fresh=True`` fine-tunes again even where ``finetuned.pt`` exists (and then replaces it).
 
     ``final_evaluation=False`` skips the test-split evaluation (the summary's ``map`` is then
     ``None``): for callers that evaluate the saved detector themselves, as the benchmark does.
@@ -270,7 +272,7 @@ def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None 
     trainer = Trainer(config, progress=progress)
     output = trainer.output_dir
     finetuned = output / "finetuned.pt"
-    if finetuned.exists():
+    if finetuned.exists() and not fresh:
         checkpoint = load_checkpoint(finetuned, trainer.device)
         check_finetuned(checkpoint, finetuned, config)
         trainer.model.load_state_dict(checkpoint["model"])

@@ -207,7 +207,8 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Restore model, optimizer, position and RNG state from a ``last.pt``."""
-        checkpoint = load_checkpoint(path, map_location=self.device)
+        # On the CPU: the model and optimizer copy their tensors to the device, RNG states stay there.
+        checkpoint = load_checkpoint(path, map_location="cpu")
         if checkpoint["class_names"] != self.class_names:
             raise CheckpointError("checkpoint classes differ from the dataset's; to fine-tune on new "
                                   "classes use --weights instead of --resume", path)
@@ -217,7 +218,8 @@ class Trainer:
                                   "same config (it is saved in the run folder as config.yaml)", path)
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint["scaler"]:   # empty when written without float16 scaling (CPU, bfloat16, float32)
+            self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch, self.batch, self.iteration = checkpoint["epoch"], checkpoint["batch"], checkpoint["iteration"]
         self.best_map, self.metrics = checkpoint["best_map"], checkpoint["metrics"]
         per_rank = checkpoint.get("rng_per_rank") or [checkpoint["rng"]]

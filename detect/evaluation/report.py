@@ -39,7 +39,7 @@ class EvaluationReport:
 def _dataset(data: str, split: str, on_invalid: str, class_names: list[str] | None) -> DetectionDataset:
     config = DataConfig(dataset=data, test_split=split, on_invalid=on_invalid, class_names=class_names)
     if data != BUILTIN_DATASET and Path(data).suffix.lower() == ".json":
-        split = data
+        split = str(Path(data).resolve())   # the file itself (a relative path would be taken from its own folder)
     return load_split(config, split, TestTransforms())
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from detect.cli import run
 
@@ -211,3 +212,34 @@ def test_infer_into_unwritable_output_is_one_line(tiny_voc, tiny_checkpoint, tmp
     line = one_line_error(err)
     assert code == 2 and "cannot create the output directory" in line and str(blocker / "out") in line
     assert blocker.read_text() == "keep me"
+
+
+TINY_TRAINING = ["model.input_size=64", "data.augmentation.max_size=64", "model.anchors.sizes=[8,16,32]",
+                 "model.rpn.min_size=1", "model.roi_head.hidden_dim=32", "data.num_workers=0", "train.epochs=1",
+                 "train.batch_size=2", "train.eval_every=0"]
+
+
+def test_train_refuses_to_replace_an_earlier_run_unless_told(tiny_voc, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.pt").write_bytes(b"an earlier run's weights")
+    args = ["--config", str(ROOT / "configs" / "faster_rcnn_shapes.yaml"), f"data.dataset={tiny_voc}",
+            "data.class_names=[circle,square]", f"train.output_dir={run_dir}", *TINY_TRAINING, "--quiet"]
+    code, _, err = run_tool("train", args, capsys)
+    line = one_line_error(err)
+    assert code == 2 and str(run_dir) in line and "best.pt" in line and "--resume" in line and "--overwrite" in line
+    assert (run_dir / "best.pt").read_bytes() == b"an earlier run's weights"
+    assert not (run_dir / "last.pt").exists()
+
+    code, out, _ = run_tool("train", [*args, "--overwrite"], capsys)
+    assert code == 0 and "test mAP@0.5" in out
+    assert torch.load(run_dir / "last.pt", weights_only=False)["class_names"] == ["circle", "square"]
+
+
+def test_eval_coco_json_given_by_a_relative_path(tiny_coco, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = tiny_coco.relative_to(tmp_path)   # coco/instances.json: its folder must not be added twice
+    dets = detections_file(tmp_path, [{"image_id": "7", "category": "square", "score": 0.9, "bbox": [10, 5, 30, 20]}])
+    code, stdout, err = run_tool("eval", ["--data", str(relative), "--detections", str(dets)], capsys)
+    assert code == 0, err
+    assert "mAP" in stdout
