@@ -226,12 +226,13 @@ class BoxCoder:
         """
         wx, wy, ww, wh = self.weights
         ref = box_xyxy_to_cxcywh(reference.to(deltas.dtype))
-        deltas = deltas.reshape(deltas.shape[0], -1, 4)
+        count, sets = deltas.shape[0], deltas.shape[1] // 4   # explicit: -1 is ambiguous when there are no boxes
+        deltas = deltas.reshape(count, sets, 4)
         cx = deltas[..., 0] / wx * ref[:, None, 2] + ref[:, None, 0]
         cy = deltas[..., 1] / wy * ref[:, None, 3] + ref[:, None, 1]
         w = torch.exp((deltas[..., 2] / ww).clamp(max=self.scale_clamp)) * ref[:, None, 2]
         h = torch.exp((deltas[..., 3] / wh).clamp(max=self.scale_clamp)) * ref[:, None, 3]
-        return box_cxcywh_to_xyxy(torch.stack((cx, cy, w, h), dim=-1)).reshape(deltas.shape[0], -1)
+        return box_cxcywh_to_xyxy(torch.stack((cx, cy, w, h), dim=-1)).reshape(count, 4 * sets)
 
 
 class Matcher:

@@ -186,3 +186,11 @@ def smooth_l1(input: Tensor, target: Tensor, sigma: float) -> Tensor:
     ``0.5 (σ x)²`` if ``|x| < 1/σ²`` else ``|x| − 0.5/σ²``: σ = 1 for the RoI head, σ = 3 for the RPN.
     """
     return F.smooth_l1_loss(input, target, beta=1.0 / sigma ** 2, reduction="sum")
+
+
+def region_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean softmax loss over sampled regions; zero (still part of the graph) when a batch sampled
+    none, where the mean of nothing would be NaN and stop the training run."""
+    if labels.numel() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels)

@@ -37,7 +37,7 @@ from detect.backbones import Backbone, backbone_from_config
 from detect.boxes import (BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes, remove_small_boxes,
                           sampling_generator)
 from detect.config import ModelConfig, RCNNConfig
-from detect.models.base import Detections, Detector, ImageBatch, ImageTransform
+from detect.models.base import Detections, Detector, ImageBatch, ImageTransform, region_cross_entropy
 from detect.proposals.selective_search import SelectiveSearchConfig
 
 
@@ -140,7 +140,7 @@ class RCNN(Detector):
             image_labels[: len(positive)] = target["labels"][matches[positive]] + 1
             labels.append(image_labels)
         logits = self.classifier(self.region_features(batch.tensors, regions))
-        return {"cls": F.cross_entropy(logits, torch.cat(labels))}
+        return {"cls": region_cross_entropy(logits, torch.cat(labels))}
 
     # ------------------------------------------------------------------ inference
 

@@ -25,7 +25,7 @@ from detect import boxes as box_ops
 from detect.boxes import (BalancedSampler, BoxCoder, Matcher, batched_nms, box_iou, clip_boxes,
                           remove_small_boxes, sampling_generator)
 from detect.config import RoIHeadConfig
-from detect.models.base import Detections, smooth_l1
+from detect.models.base import Detections, region_cross_entropy, smooth_l1
 
 
 #: Stream of this module's minibatch sampling in :func:`detect.boxes.sampling_generator`.
@@ -249,7 +249,7 @@ class RoIHead(nn.Module):
     def compute_losses(self, logits: Tensor, deltas: Tensor, labels: Tensor,
                        regression_targets: Tensor) -> dict[str, Tensor]:
         """Cross-entropy over all sampled regions; smooth-L1 on foreground deltas of their class, / #sampled."""
-        cls_loss = F.cross_entropy(logits, labels)
+        cls_loss = region_cross_entropy(logits, labels)
         foreground = torch.nonzero(labels > 0).flatten()
         class_deltas = deltas.view(deltas.shape[0], self.num_classes, 4)[foreground, labels[foreground] - 1]
         box_loss = smooth_l1(class_deltas, regression_targets[foreground], self.config.smooth_l1_sigma)

@@ -39,3 +39,28 @@ def test_all_negative_batch_trains_and_predicts(name):
         assert boxes.shape[0] == scores.shape[0] == labels.shape[0]
         assert torch.isfinite(boxes).all() and torch.isfinite(scores).all()
         assert (boxes[:, 2] <= image.shape[-1] + 1e-3).all() and (boxes[:, 3] <= image.shape[-2] + 1e-3).all()
+
+
+@pytest.mark.parametrize("name", ["fast_rcnn", "rcnn"])
+def test_negative_images_without_any_proposal(name):
+    """Nothing to sample (no objects, no proposals, e.g. all cropped away by augmentation): a zero
+    loss, not NaN; and inference on no proposals returns no detections instead of raising."""
+    torch.manual_seed(0)
+    model = build_detector(CONFIGS[name]().model, NUM_CLASSES)
+    images = [torch.rand(3, 64, 64), torch.rand(3, 48, 80)]
+    no_proposals = [torch.zeros((0, 4)), torch.zeros((0, 4))]
+    model.train()
+    losses = model(images, [dict(negative_target(), proposals=p) for p in no_proposals])
+    assert losses and all(float(value.detach()) == 0.0 for value in losses.values()), losses
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        outputs = model.predict(images, no_proposals)
+    assert [len(o.boxes) for o in outputs] == [0, 0]
+
+
+def test_box_decoding_of_no_boxes():
+    from detect.boxes import BoxCoder
+
+    decoded = BoxCoder((10.0, 10.0, 5.0, 5.0)).decode(torch.zeros((0, 4 * NUM_CLASSES)), torch.zeros((0, 4)))
+    assert decoded.shape == (0, 4 * NUM_CLASSES)
