@@ -20,6 +20,8 @@ class DetectError(Exception):
     """
 
     def __init__(self, message: str, path: str | os.PathLike | None = None):
+        if path is None:
+            message = _raised_in_loader_worker(message)
         self.path = None if path is None else os.fspath(path)
         self.reason = message
         text = message if self.path is None else f"{self.path}: {message}"
@@ -40,3 +42,17 @@ class CheckpointError(DetectError):
 
 class OutputError(DetectError):
     """An output location cannot be written."""
+
+
+def _raised_in_loader_worker(message: str) -> str:
+    """The one line a DataLoader worker raised, if ``message`` is how torch re-raises it.
+
+    torch.utils.data re-raises a worker's exception in the main process as
+    ``type(error)("Caught DataError in DataLoader worker process 0.\nOriginal Traceback …\n
+    detect.errors.DataError: <the line>\n")``; without this the user would get the worker's
+    traceback folded into one very long line.
+    """
+    if not (message.startswith("Caught ") and "DataLoader worker" in message and "Traceback" in message):
+        return message
+    name, separator, line = message.rstrip().splitlines()[-1].partition(": ")
+    return line if separator and name.endswith("Error") else message

@@ -243,3 +243,16 @@ def test_eval_coco_json_given_by_a_relative_path(tiny_coco, tmp_path, capsys, mo
     code, stdout, err = run_tool("eval", ["--data", str(relative), "--detections", str(dets)], capsys)
     assert code == 0, err
     assert "mAP" in stdout
+
+
+def test_train_image_corrupt_past_its_header_read_in_a_loader_worker_is_one_line(tiny_voc, tmp_path, capsys):
+    image = tiny_voc / "JPEGImages" / "b.jpg"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) * 2 // 3])   # the header (size) reads; the pixels do not
+    args = ["--config", str(ROOT / "configs" / "faster_rcnn_shapes.yaml"), f"data.dataset={tiny_voc}",
+            "data.class_names=[circle,square]", f"train.output_dir={tmp_path / 'run'}", *TINY_TRAINING,
+            "data.num_workers=1", "--quiet"]
+    code, _, err = run_tool("train", args, capsys)
+    line = one_line_error(err)
+    assert code == 2 and line.startswith(f"error: {image}: image data is corrupt") and "worker" not in line
+    assert len(line) < 300
