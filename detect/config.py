@@ -387,6 +387,8 @@ def _convert(value: Any, kind: Any, key: str, source: str) -> Any:
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise fail(f"a list of {_type_name(args[0])}")
+        if origin is tuple and Ellipsis not in args and len(value) != len(args):
+            raise fail(f"a list of {len(args)} {_type_name(args[0])}s")
         items = [_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if kind is bool:
@@ -440,7 +442,12 @@ def _build(cls: type, data: dict, source: str, prefix: str = "") -> Any:
         kwargs[name] = _convert(value, hints[name], key, source)
         if "range" in fields[name].metadata:
             _check_range(kwargs[name], fields[name].metadata["range"], key, source)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:   # a section's own cross-field checks (__post_init__): name the file
+        if error.path is not None:
+            raise
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {error.reason}", source) from None
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:

@@ -40,6 +40,11 @@ def test_yaml_and_overrides(tmp_path):
     ("train: [1, 2]\n", "expected a mapping"),
     ("train:\n  lr: [0.1\n", "malformed YAML"),
     ("- just a list\n", "must be a mapping"),
+    ("data:\n  augmentation:\n    flip: 3\n", "data.augmentation: invalid augmentation setting: flip is a probability"),
+    ("data:\n  augmentation:\n    crop_scale: [0.5]\n", "key 'data.augmentation.crop_scale' is [0.5]; expected a list of 2"),
+    ("data:\n  augmentation:\n    crop_scale: [0.9, 0.5]\n", "crop_scale needs 0 < low <= high <= 1"),
+    ("data:\n  builtin:\n    min_objects: 0\n", "data.builtin: invalid synthetic dataset setting"),
+    ("model:\n  proposals:\n    selective_search:\n      max_boxes: 0\n", "max_boxes must be >= 1"),
 ])
 def test_errors_name_the_key_and_file(tmp_path, text, message):
     path = write(tmp_path, text)

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 import torch
 
+from detect.errors import ConfigError
+
 #: Objects with less than this fraction of their area left after cropping are dropped.
 MIN_VISIBILITY = 0.3
 #: Objects smaller than this (pixels, after augmentation) are dropped.
@@ -65,6 +67,23 @@ class AugmentationConfig:
     shift: float = 0.1
     color: float = 0.5
     jitter: float = 0.3
+
+    def __post_init__(self):
+        probabilities = {name: getattr(self, name) for name in ("flip", "crop", "translate", "color")}
+        checks = [(self.max_size >= 16, f"max_size must be at least 16, got {self.max_size}")]
+        checks += [(0.0 <= value <= 1.0, f"{name} is a probability, in [0, 1]; got {value}")
+                   for name, value in probabilities.items()]
+        checks += [
+            (len(self.crop_scale) == 2 and 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0,
+             f"crop_scale needs 0 < low <= high <= 1, got {list(self.crop_scale)}"),
+            (len(self.scale) == 2 and 0.0 < self.scale[0] <= self.scale[1],
+             f"scale needs 0 < low <= high, got {list(self.scale)}"),
+            (0.0 <= self.shift < 1.0, f"shift must be in [0, 1), got {self.shift}"),
+            (0.0 <= self.jitter <= 1.0, f"jitter must be in [0, 1], got {self.jitter}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid augmentation setting: {message}")
 
 
 class TrainTransforms:
