@@ -69,6 +69,25 @@ class InferenceSummary:
     milliseconds: list[float] = field(default_factory=list)
 
 
+def check_outputs(images: list[Path], out_dir: Path) -> None:
+    """Refuse, before any work, inputs whose outputs would collide or replace an input.
+
+    Each image is written as ``out_dir/<stem>.jpg`` and keyed by its stem in detections.json, so
+    two inputs with one stem (``a/x.jpg``, ``b/x.png``) would overwrite each other, and
+    ``--out`` set to the images' own folder would overwrite the originals.
+    """
+    by_stem: dict[str, Path] = {}
+    inputs = {path.resolve() for path in images}
+    for path in images:
+        if path.stem in by_stem and by_stem[path.stem].resolve() != path.resolve():
+            raise DetectError(f"has the same name stem as {by_stem[path.stem]}: both would be written as "
+                              f"{path.stem}.jpg and share one image id; infer them in separate runs (--out)", path)
+        by_stem[path.stem] = path
+        if (out_dir / f"{path.stem}.jpg").resolve() in inputs:
+            raise DetectError(f"would be overwritten by its annotated copy in {out_dir}; choose another --out",
+                              out_dir / f"{path.stem}.jpg")
+
+
 def run_inference(predictor: Predictor, images: Iterable[Path], out_dir: str | os.PathLike,
                   score_threshold: float = 0.5, report: Callable[[str], None] = logger.info) -> InferenceSummary:
     """Detect objects in every image; draw the confident ones; write all detections to JSON.
@@ -80,6 +99,8 @@ def run_inference(predictor: Predictor, images: Iterable[Path], out_dir: str | o
     (``tools/infer.py`` prints them).
     """
     out_dir = Path(out_dir)
+    images = list(images)
+    check_outputs(images, out_dir)
     summary = InferenceSummary()
     found: dict[str, dict[str, np.ndarray]] = {}
     for path in images:

@@ -42,11 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
 
-    from detect.inference import Predictor, collect_images, run_inference
+    from detect.inference import Predictor, check_outputs, collect_images, run_inference
 
     images = collect_images(args.images)
     if not images:
         raise DataError("no images found (extensions: jpg, jpeg, png, bmp, tif, webp)", args.images[0])
+    check_outputs(images, Path(args.out))   # before loading the model
     predictor = Predictor(args.checkpoint or default_checkpoint(), args.device)
     summary = run_inference(predictor, images, args.out, args.score_thr, report=print)
     print(f"{len(summary.processed)} image(s) processed, {len(summary.failed)} failed; "

@@ -256,3 +256,20 @@ def test_train_image_corrupt_past_its_header_read_in_a_loader_worker_is_one_line
     line = one_line_error(err)
     assert code == 2 and line.startswith(f"error: {image}: image data is corrupt") and "worker" not in line
     assert len(line) < 300
+
+
+def test_infer_refuses_to_overwrite_its_inputs_or_merge_two_images_into_one_output(tiny_voc, tiny_checkpoint,
+                                                                                  tmp_path, capsys):
+    folder = tiny_voc / "JPEGImages"
+    original = (folder / "a.jpg").read_bytes()
+    code, _, err = run_tool("infer", [str(folder), "--checkpoint", str(tiny_checkpoint), "--out", str(folder)], capsys)
+    line = one_line_error(err)
+    assert code == 2 and str(folder / "a.jpg") in line and "choose another --out" in line
+    assert (folder / "a.jpg").read_bytes() == original
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.png").write_bytes(b"not read: refused before")
+    code, _, err = run_tool("infer", [str(folder / "a.jpg"), str(other / "a.png"), "--checkpoint",
+                                      str(tiny_checkpoint), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "same name stem" in one_line_error(err)
+    assert not (tmp_path / "out").exists()
