@@ -275,6 +275,9 @@ class DataConfig:
         dataset: ``builtin`` (the synthetic shapes, generated into ``builtin_root`` if absent), a
             PASCAL VOC folder, or a COCO JSON file (then ``train_split``/``test_split`` name JSON files).
         class_names: label order; None to discover them from the annotations.
+        image_root: COCO only: the folder the images' ``file_name`` is relative to; None looks
+            beside the JSON, in its ``images/`` sub-folder, or (COCO's layout) in ``../val2017/``
+            for ``annotations/instances_val2017.json``.
         on_invalid: ``error`` stops at the first bad annotation/image; ``skip`` drops and counts them.
         num_workers: data-loader worker processes.
     """
@@ -285,6 +288,7 @@ class DataConfig:
     train_split: str = "trainval"
     test_split: str = "test"
     class_names: list[str] | None = None
+    image_root: str | None = None
     on_invalid: Literal["error", "skip"] = "error"
     num_workers: int = _ranged(2, 0)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

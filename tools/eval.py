@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size-edges", type=_edges, default=None, metavar="E1,E2,...",
                         help="--breakdown's size bands: edges in pixels of the boxes' shorter side "
                              "(default 16,32,64,128,256)")
+    parser.add_argument("--image-root", help="COCO: the folder holding the images (default: beside the JSON, its "
+                        "images/ sub-folder, or COCO's own ../<split>/ beside annotations/)")
     parser.add_argument("--on-invalid", choices=("error", "skip"), default="error",
                         help="bad annotations/images: stop with an error, or skip them and report a count")
     add_common_arguments(parser)
@@ -62,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = evaluate_split(args.data, args.split, detections=args.detections, checkpoint=args.checkpoint,
                             metric=args.metric, iou_threshold=args.iou, on_invalid=args.on_invalid,
+                            image_root=args.image_root,
                             json_path=args.json, plots_dir=args.plots, progress=not args.quiet,
                             breakdown=args.breakdown, breakdown_score=args.breakdown_score,
                             **({} if args.size_edges is None else {"size_edges": args.size_edges}))

@@ -50,7 +50,7 @@ def load_split(config: DataConfig, split: str, transforms: Callable | None = Non
     else:   # falling back to data.dataset would evaluate on the training images
         raise ConfigError(f"a COCO dataset's split {split!r} must name its JSON file: set data.test_split=<test "
                           "instances>.json (relative to this file's folder, or absolute)", path)
-    return load_coco(json_path, None, names, transforms, config.on_invalid)
+    return load_coco(json_path, config.image_root, names, transforms, config.on_invalid)
 
 
 def build_datasets(config: DataConfig, seed: int = 0) -> tuple[DetectionDataset, DetectionDataset]:

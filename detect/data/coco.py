@@ -62,6 +62,18 @@ def read_coco_json(path: str | os.PathLike) -> dict:
     return content
 
 
+def default_image_root(json_path: Path) -> Path:
+    """Where a COCO file's images are unless told: its folder's ``images/`` sub-folder if that
+    exists; for COCO's own layout (``annotations/instances_val2017.json`` beside ``val2017/``)
+    that folder; else the JSON's own folder."""
+    if (json_path.parent / "images").is_dir():
+        return json_path.parent / "images"
+    split = json_path.stem.removeprefix("instances_")
+    if json_path.parent.name == "annotations" and split != json_path.stem and (json_path.parent.parent / split).is_dir():
+        return json_path.parent.parent / split
+    return json_path.parent
+
+
 def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None = None,
               class_names: Sequence[str] | None = None, transforms: Callable[[dict], dict] | None = None,
               on_invalid: str = "error") -> DetectionDataset:
@@ -69,8 +81,7 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
 
     Args:
         json_path: the annotation file.
-        image_root: folder that ``file_name`` is relative to; default: the JSON file's folder,
-            or its ``images/`` sub-folder if that exists.
+        image_root: folder that ``file_name`` is relative to; default: see :func:`default_image_root`.
         class_names: label order; default: category names by increasing category id.
         transforms, on_invalid: as for :func:`detect.data.voc.load_voc`.
 
@@ -79,12 +90,14 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
     json_path = Path(json_path)
     check_policy(on_invalid)
     content = read_coco_json(json_path)
-    if image_root is None:
-        image_root = json_path.parent / "images" if (json_path.parent / "images").is_dir() else json_path.parent
-    image_root = Path(image_root)
+    image_root = default_image_root(json_path) if image_root is None else Path(image_root)
     categories = {}
     for index, category in enumerate(content["categories"]):
-        categories[category["id"]] = _require(category, "name", str, json_path, f"category #{index}")
+        name = _require(category, "name", str, json_path, f"category #{index}")
+        if name in categories.values():
+            raise DataError(f"category #{index} (id {category['id']}) has the name {name!r} of another category; "
+                            "give each category its own name", json_path)
+        categories[category["id"]] = name
     if class_names is None:
         class_names = [categories[key] for key in sorted(categories)]
     class_to_index = {name: i for i, name in enumerate(class_names)}
@@ -100,6 +113,8 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
                 raise DataError(f"{where} refers to image id {image_id}, which is not in 'images'", json_path)
             if category_id not in categories:
                 raise DataError(f"{where} has unknown category id {category_id}; add it to 'categories'", json_path)
+            if entry.get("iscrowd", 0) not in (0, 1) or isinstance(entry.get("iscrowd"), str):
+                raise DataError(f"{where} iscrowd {entry['iscrowd']!r} must be 0 or 1", json_path)
             if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
                 raise DataError(f"{where} bbox {bbox!r} must be 4 numbers [x, y, width, height]", json_path)
         except DataError:
@@ -119,6 +134,10 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
             if "width" in image and "height" in image:
                 declared = (image["width"], image["height"])
             image_path = image_root / file_name
+            if not image_path.exists():
+                raise DataError(f"image #{index} (id {image['id']}): {file_name!r} not found in {image_root}; set "
+                                "data.image_root (tools/eval.py: --image-root) to the folder holding the images",
+                                json_path)
             width, height = check_image(image_path, declared, json_path)
             annotation, dropped = build_annotation(str(image["id"]), image_path, width, height,
                                                    objects_per_image[image["id"]], class_to_index,

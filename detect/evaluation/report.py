@@ -5,6 +5,7 @@ This is what ``tools/eval.py`` runs; it lives here so it can be called from Pyth
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -36,8 +37,14 @@ class EvaluationReport:
     results: dict
 
 
-def _dataset(data: str, split: str, on_invalid: str, class_names: list[str] | None) -> DetectionDataset:
-    config = DataConfig(dataset=data, test_split=split, on_invalid=on_invalid, class_names=class_names)
+def _dataset(data: str, split: str, on_invalid: str, class_names: list[str] | None, image_root: str | None = None,
+             trained_on: DataConfig | None = None) -> DetectionDataset:
+    """The split to score. ``builtin`` is generated with the settings the checkpoint's data had
+    (``trained_on``), so that a model trained on a non-default built-in set is scored on its own
+    test images, and the folder on disk is not regenerated with the defaults."""
+    base = trained_on if trained_on is not None and data == trained_on.dataset == BUILTIN_DATASET else DataConfig()
+    config = dataclasses.replace(base, dataset=data, test_split=split, on_invalid=on_invalid, class_names=class_names,
+                                 image_root=image_root)
     if data != BUILTIN_DATASET and Path(data).suffix.lower() == ".json":
         split = str(Path(data).resolve())   # the file itself (a relative path would be taken from its own folder)
     return load_split(config, split, TestTransforms())
@@ -57,7 +64,8 @@ def _coco_table(metrics: dict, class_names: list[str]) -> str:
 
 def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathLike | None = None,
                    checkpoint: str | os.PathLike | None = None, metric: str = "voc07", iou_threshold: float = 0.5,
-                   on_invalid: str = "error", json_path: str | os.PathLike | None = None,
+                   on_invalid: str = "error", image_root: str | None = None,
+                   json_path: str | os.PathLike | None = None,
                    plots_dir: str | os.PathLike | None = None, progress: bool = True,
                    breakdown: bool = False, breakdown_score: float = 0.5,
                    size_edges: Sequence[float] = DEFAULT_SIZE_EDGES) -> EvaluationReport:
@@ -71,19 +79,20 @@ def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathL
     """
     class_names = None
     model = None
+    trained_on = None
     if checkpoint is not None:
-        from detect.engine.checkpoint import load_detector
+        from detect.engine.checkpoint import checkpoint_config, load_detector
         from detect.engine.runtime import select_device
 
         device = select_device("auto")
         model, stored = load_detector(checkpoint, device)
         class_names = stored["class_names"]
-    dataset = _dataset(data, split, on_invalid, class_names)
+        trained_on = checkpoint_config(stored, checkpoint).data
+    dataset = _dataset(data, split, on_invalid, class_names, image_root, trained_on)
     if model is not None:
         from detect.engine.evaluate import predict_dataset
 
         if model.uses_proposals:
-            from detect.engine.checkpoint import checkpoint_config
             from detect.proposals.cache import attach_proposals
 
             attach_proposals(dataset, checkpoint_config(stored, checkpoint).model.proposals, progress)
@@ -113,6 +122,7 @@ def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathL
         results["size_bands"] = [{"low": b.low, "high": None if math.isinf(b.high) else b.high,
                                   "objects": b.objects, "map": b.map, "agnostic_ap": b.agnostic_ap} for b in bands]
         results["errors"] = errors.as_dict()
+    results.update(data=str(data), split=split, images=len(dataset))   # what was scored
     results = _json_safe(results)
     if json_path is not None:
         atomic_write_json(json_path, results)

@@ -36,7 +36,9 @@ def _rewrite(path, mutate):
     (lambda c: c["images"][0].update(width=51), "annotation says the image is 51x40"),
     (lambda c: c["images"][1].update(id=7), "image id 7 appears twice"),
     (lambda c: c.pop("categories"), "'categories' section"),
-    (lambda c: c["images"][0].update(file_name="missing.jpg"), "image file not found"),
+    (lambda c: c["images"][0].update(file_name="missing.jpg"), "'missing.jpg' not found in .*data.image_root"),
+    (lambda c: c["annotations"][0].update(iscrowd="0"), "iscrowd '0' must be 0 or 1"),
+    (lambda c: c["categories"].append({"id": 5, "name": "circle"}), "category #2 \\(id 5\\) has the name 'circle'"),
 ])
 def test_invalid_coco_names_file(tiny_coco, mutate, message):
     _rewrite(tiny_coco, mutate)
@@ -70,3 +72,24 @@ def test_coco_splits_train_is_the_dataset_file_and_test_must_name_a_file(tiny_co
     held_out = tiny_coco.parent / "held_out.json"
     held_out.write_text(tiny_coco.read_text())
     assert len(load_split(DataConfig(dataset=str(tiny_coco), test_split="held_out.json"), "held_out.json")) == 2
+
+
+def test_coco_own_layout_finds_images_beside_annotations(tmp_path):
+    """annotations/instances_val2017.json with val2017/ beside it, as COCO ships; or data.image_root."""
+    import cv2
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    cv2.imwrite(str(root / "val2017" / "x.jpg"), np.zeros((40, 50, 3), np.uint8))
+    content = {"images": [{"id": 1, "file_name": "x.jpg", "width": 50, "height": 40}],
+               "categories": [{"id": 1, "name": "thing"}],
+               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10], "iscrowd": 0}]}
+    path = root / "annotations" / "instances_val2017.json"
+    path.write_text(json.dumps(content))
+    assert load_coco(path).annotations[0].image_path == root / "val2017" / "x.jpg"
+    elsewhere = tmp_path / "pictures"
+    (root / "val2017").rename(elsewhere)
+    with pytest.raises(DataError, match="data.image_root"):
+        load_coco(path)
+    assert len(load_coco(path, image_root=elsewhere)) == 1

@@ -273,3 +273,14 @@ def test_infer_refuses_to_overwrite_its_inputs_or_merge_two_images_into_one_outp
                                       str(tiny_checkpoint), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "same name stem" in one_line_error(err)
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_builtin_with_a_checkpoint_uses_the_built_in_data_it_was_trained_on(tiny_checkpoint, tmp_path, capsys,
+                                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)   # the default built-in settings would generate 2,500 images into data/shapes here
+    out = tmp_path / "result.json"
+    code, _, err = run_tool("eval", ["--data", "builtin", "--checkpoint", str(tiny_checkpoint), "--json", str(out),
+                                     "--quiet"], capsys)
+    assert code == 0, err
+    assert not (tmp_path / "data").exists()
+    assert json.loads(out.read_text())["images"] == 2   # the checkpoint's data.builtin.num_test
