@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size-edges", type=_edges, default=None, metavar="E1,E2,...",
                         help="--breakdown's size bands: edges in pixels of the boxes' shorter side "
                              "(default 16,32,64,128,256)")
+    parser.add_argument("--device", default="auto", help="with --checkpoint: auto, cpu, cuda, cuda:N")
     parser.add_argument("--image-root", help="COCO: the folder holding the images (default: beside the JSON, its "
                         "images/ sub-folder, or COCO's own ../<split>/ beside annotations/)")
     parser.add_argument("--on-invalid", choices=("error", "skip"), default="error",
@@ -59,12 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
+    if not 0.0 <= args.iou < 1.0:
+        parser.error(f"--iou must be in [0, 1), got {args.iou}")
 
     from detect.evaluation.report import evaluate_split
 
     report = evaluate_split(args.data, args.split, detections=args.detections, checkpoint=args.checkpoint,
                             metric=args.metric, iou_threshold=args.iou, on_invalid=args.on_invalid,
-                            image_root=args.image_root,
+                            image_root=args.image_root, device=args.device,
                             json_path=args.json, plots_dir=args.plots, progress=not args.quiet,
                             breakdown=args.breakdown, breakdown_score=args.breakdown_score,
                             **({} if args.size_edges is None else {"size_edges": args.size_edges}))

@@ -64,7 +64,7 @@ def _coco_table(metrics: dict, class_names: list[str]) -> str:
 
 def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathLike | None = None,
                    checkpoint: str | os.PathLike | None = None, metric: str = "voc07", iou_threshold: float = 0.5,
-                   on_invalid: str = "error", image_root: str | None = None,
+                   on_invalid: str = "error", image_root: str | None = None, device: str = "auto",
                    json_path: str | os.PathLike | None = None,
                    plots_dir: str | os.PathLike | None = None, progress: bool = True,
                    breakdown: bool = False, breakdown_score: float = 0.5,
@@ -84,7 +84,7 @@ def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathL
         from detect.engine.checkpoint import checkpoint_config, load_detector
         from detect.engine.runtime import select_device
 
-        device = select_device("auto")
+        device = select_device(device)
         model, stored = load_detector(checkpoint, device)
         class_names = stored["class_names"]
         trained_on = checkpoint_config(stored, checkpoint).data

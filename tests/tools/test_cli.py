@@ -284,3 +284,17 @@ def test_eval_builtin_with_a_checkpoint_uses_the_built_in_data_it_was_trained_on
     assert code == 0, err
     assert not (tmp_path / "data").exists()
     assert json.loads(out.read_text())["images"] == 2   # the checkpoint's data.builtin.num_test
+
+
+def test_eval_device_and_iou_are_checked(tiny_voc, tiny_checkpoint, tmp_path, capsys):
+    dets = detections_file(tmp_path, [])
+    with pytest.raises(SystemExit) as info:   # argparse's usage error
+        run_tool("eval", ["--data", str(tiny_voc), "--detections", str(dets), "--iou", "1.5"], capsys)
+    assert info.value.code == 2 and "--iou must be in [0, 1)" in capsys.readouterr().err
+    code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--checkpoint", str(tiny_checkpoint),
+                                     "--device", "cpu", "--quiet"], capsys)
+    assert code == 0, err
+    if not torch.cuda.is_available():
+        code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--checkpoint", str(tiny_checkpoint),
+                                         "--device", "cuda"], capsys)
+        assert code == 2 and "no CUDA device" in one_line_error(err)
