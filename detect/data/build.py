@@ -41,7 +41,7 @@ def load_split(config: DataConfig, split: str, transforms: Callable | None = Non
         names = list(SHAPE_CLASSES)
     if kind == "voc":
         if names is None:
-            names = discover_voc_classes(path)
+            names = discover_voc_classes(path, on_invalid=config.on_invalid)
         return load_voc(path, split, names, transforms, config.on_invalid)
     if Path(split).suffix.lower() == ".json":
         json_path = Path(split) if Path(split).is_absolute() else path.parent / split

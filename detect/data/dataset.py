@@ -36,11 +36,14 @@ class RawObject:
     """One annotated object as read from the file, before validation.
 
     ``box`` is x1, y1, x2, y2 in continuous pixels (already converted from the file's convention).
+    ``ref`` names the object in error messages where "object <n>" would not find it (a COCO
+    annotation's id and image id).
     """
 
     name: str
     box: tuple[float, float, float, float]
     difficult: bool = False
+    ref: str = ""
 
 
 @dataclass
@@ -90,7 +93,7 @@ def build_annotation(image_id: str, image_path: Path, width: int, height: int,
     boxes, labels, difficult = [], [], []
     dropped = 0
     for index, obj in enumerate(objects):
-        where = f"object {index} ({obj.name!r})"
+        where = f"{obj.ref or f'object {index}'} ({obj.name!r})"
         if obj.name not in class_to_index:
             problem = (f"{where} has unknown class; known classes: "
                        f"{', '.join(class_to_index)} — fix the name or pass the class list")

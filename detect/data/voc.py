@@ -130,13 +130,20 @@ def _find_image(root: Path, image_id: str, filename: str | None) -> Path:
     return candidates[0]
 
 
-def discover_voc_classes(root: str | os.PathLike, image_ids: Sequence[str] | None = None) -> list[str]:
-    """Sorted class names found in the annotations (of ``image_ids``, or of every XML file)."""
+def discover_voc_classes(root: str | os.PathLike, image_ids: Sequence[str] | None = None,
+                         on_invalid: str = "error") -> list[str]:
+    """Sorted class names found in the annotations (of ``image_ids``, or of every XML file);
+    with ``on_invalid="skip"`` a file that does not parse is left out (the split's loading counts it)."""
     annotations = Path(root) / "Annotations"
     paths = [annotations / f"{i}.xml" for i in image_ids] if image_ids is not None else sorted(annotations.glob("*.xml"))
     names = set()
     for path in paths:
-        _, _, objects = parse_voc_xml(path)
+        try:
+            _, _, objects = parse_voc_xml(path)
+        except DataError:
+            if on_invalid == "error":
+                raise
+            continue
         names.update(obj.name for obj in objects)
     if not names:
         raise DataError("no objects found, so no classes could be discovered; pass the class list", annotations)
@@ -166,7 +173,7 @@ def load_voc(root: str | os.PathLike, split: str = "trainval", class_names: Sequ
                         "Annotations/ and ImageSets/Main/", root)
     image_ids = read_split(root, split)
     if class_names is None:
-        class_names = discover_voc_classes(root)
+        class_names = discover_voc_classes(root, on_invalid=on_invalid)
     class_to_index = {name: i for i, name in enumerate(class_names)}
     annotations: list[Annotation] = []
     skipped_images = skipped_objects = 0

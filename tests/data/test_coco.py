@@ -28,7 +28,7 @@ def _rewrite(path, mutate):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda c: c["annotations"][0].update(bbox=[10, 5, 100, 15]), "outside the 50x40 image"),
+    (lambda c: c["annotations"][0].update(bbox=[10, 5, 100, 15]), "annotation id 1 of image id 7 .* outside the 50x40"),
     (lambda c: c["annotations"][0].update(bbox=[10, 5, 0, 15]), "no area"),
     (lambda c: c["annotations"][0].update(bbox=[10, 5, 15]), "must be 4 numbers"),
     (lambda c: c["annotations"][0].update(category_id=42), "unknown category id 42"),

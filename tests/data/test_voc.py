@@ -107,3 +107,11 @@ def test_parse_reports_missing_tags(tmp_path):
     path.write_text("<notvoc/>")
     with pytest.raises(DataError, match="expected <annotation>"):
         parse_voc_xml(path)
+
+
+def test_skip_policy_applies_to_class_discovery(tiny_voc):
+    (tiny_voc / "Annotations" / "c.xml").write_text("<annotation><object>")   # malformed: not even XML
+    with pytest.raises(DataError, match="c.xml"):
+        load_voc(tiny_voc, "trainval")
+    dataset = load_voc(tiny_voc, "trainval", on_invalid="skip")
+    assert dataset.class_names == TINY_CLASSES and len(dataset) == 2
