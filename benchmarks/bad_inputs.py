@@ -75,6 +75,13 @@ def variant(voc: Path, work: Path, name: str, edit) -> Path:
     return copy
 
 
+def truncate_pixels(copy: Path) -> None:
+    """Keep two thirds of a JPEG: its header (size) reads when the dataset loads, its pixels do not."""
+    image = copy / "JPEGImages" / "im2.jpg"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) * 2 // 3])
+
+
 def cases(work: Path, fx: dict[str, Path]) -> list[tuple[str, list[str]]]:
     voc, run = fx["voc"], fx["run"]
     ckpt = str(run / "best.pt")
@@ -144,6 +151,13 @@ def cases(work: Path, fx: dict[str, Path]) -> list[tuple[str, list[str]]]:
         ("--resume with another model config into the earlier run",
          tool("train", *train, f"data.builtin_root={work / 'shapes'}", "model.roi_head.hidden_dim=64",
               f"train.output_dir={run}", "--resume")),
+        ("a new run into the earlier run's folder, without --resume",
+         tool("train", *train, f"data.builtin_root={work / 'shapes'}", f"train.output_dir={run}")),
+        ("infer with --out set to the folder of its input images (the earlier run's annotated images)",
+         tool("infer", str(run / "infer"), "--checkpoint", ckpt, "--out", str(run / "infer"))),
+        ("image whose pixels are truncated past a readable header, met by a loader worker during training",
+         tool("train", *train, f"data.dataset={variant(voc, work, 'v7', truncate_pixels)}", "data.num_workers=1",
+              f"train.output_dir={work / 'r7'}")),
         ("output folder cannot be created (a file is in the way)",
          tool("infer", str(work / "im0.jpg"), "--checkpoint", ckpt, "--out", str(blocker / "out"))),
         ("detections file that is not JSON", tool("eval", "--data", str(voc), "--detections", str(bad_config))),

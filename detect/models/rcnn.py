@@ -18,8 +18,9 @@ R-CNN is trained in stages (:mod:`detect.engine.rcnn` runs them):
 Stages 3 and 4 store their weights in this module's buffers, so the whole detector is one
 state dict: one checkpoint file, loaded like every other detector.
 
-``predict``: proposals → features → SVM scores → per-class NMS 0.3 → box regression of the
-kept boxes. Scores are ``σ(SVM score)``: monotone in the SVM's output (the ranking, and so the
+``predict``: proposals → features → SVM scores → box regression of every box above the score
+threshold → per-class NMS 0.3 (the order of R-CNN's test code, ``rcnn_test_bbox_regressor``,
+whose regressed boxes go to the evaluation's NMS). Scores are ``σ(SVM score)``: monotone in the SVM's output (the ranking, and so the
 AP, is the SVM's) and 0.5 at its decision boundary. Before stage 3 has run, the fine-tuned
 softmax classifier scores the regions instead (the paper's "fine-tuned softmax" variant).
 """
@@ -149,10 +150,14 @@ class RCNN(Detector):
         return (features * self.feature_scale) @ self.svm_weight.T + self.svm_bias
 
     def regress(self, features: Tensor, boxes: Tensor, labels: Tensor) -> Tensor:
-        """Refined boxes [K, 4] for boxes [K, 4] of classes ``labels`` (stage 4's ridge regressors)."""
+        """Refined boxes [K, 4] for boxes [K, 4] of classes ``labels`` (stage 4's ridge regressors),
+        one matrix product per class present."""
         inputs = torch.cat([features * self.feature_scale, features.new_ones((len(features), 1))], dim=1)
-        whitened = torch.einsum("kd,kdj->kj", inputs, self.regressor_weight[labels])
-        deltas = whitened * self.target_std[labels] + self.target_mean[labels]
+        deltas = inputs.new_zeros((len(inputs), 4))
+        for label in labels.unique().tolist():
+            rows = labels == label
+            whitened = inputs[rows] @ self.regressor_weight[label]
+            deltas[rows] = whitened * self.target_std[label] + self.target_mean[label]
         return self.coder.decode(deltas, boxes)
 
     def detect(self, batch: ImageBatch, proposals: list[Tensor]) -> list[Detections]:
@@ -169,13 +174,15 @@ class RCNN(Detector):
                 features.split([len(p) for p in proposals]), batch.image_sizes):
             region, label = torch.nonzero(image_scores > config.score_threshold, as_tuple=True)
             boxes, kept_scores = image_boxes[region], image_scores[region, label]
-            keep = batched_nms(boxes, kept_scores, label, config.nms_iou, max_keep=config.detections_per_image)
-            region, label, boxes, kept_scores = region[keep], label[keep], boxes[keep], kept_scores[keep]
+            # Regress every scored box, then suppress (R-CNN's rcnn_test_bbox_regressor, as Fast R-CNN):
+            # two proposals that regress onto one object are then one detection, not a false positive.
             if bool(self.regressor_trained) and len(region):
                 boxes = self.regress(image_features[region], boxes, label)
             boxes = clip_boxes(boxes, size)
             valid = remove_small_boxes(boxes, 1e-2)
-            results.append(Detections(boxes[valid], kept_scores[valid], label[valid]))
+            boxes, kept_scores, label = boxes[valid], kept_scores[valid], label[valid]
+            keep = batched_nms(boxes, kept_scores, label, config.nms_iou, max_keep=config.detections_per_image)
+            results.append(Detections(boxes[keep], kept_scores[keep], label[keep]))
         return results
 
 

@@ -119,3 +119,21 @@ def test_feature_layer_sees_the_pooled_layout_when_pool_size_is_above_one(pool_s
     with torch.no_grad():
         same = torch.allclose(model.feature(left), model.feature(right))
     assert same == (pool_size == 1)
+
+
+def test_boxes_are_regressed_before_suppression():
+    """The left and right halves of an object (IoU 0) both regress onto the whole object: one
+    detection, as in R-CNN's test code (regression, then NMS), not two overlapping ones."""
+    model = build_detector(tiny_config().model, NUM_CLASSES).eval()
+    whole = torch.tensor([[20.0, 20.0, 100.0, 80.0]])
+    halves = torch.tensor([[20.0, 20.0, 60.0, 80.0], [60.0, 20.0, 100.0, 80.0]])
+    with torch.no_grad():
+        model.svm_bias.fill_(-20.0)
+        model.svm_bias[3] = 20.0                   # every region: class 3, σ(20) ≈ 1
+        model.svm_trained.fill_(True)
+        model.regressor_trained.fill_(True)
+    model.regress = lambda features, boxes, labels: whole.expand(len(boxes), 4)
+    with torch.no_grad():
+        (detections,) = model.predict([torch.rand(3, 96, 128)], [halves])   # at the input size: no rescaling
+    assert detections.labels.tolist() == [3]
+    assert torch.allclose(detections.boxes, whole)
