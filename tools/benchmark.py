@@ -143,7 +143,7 @@ class PeakMemory:
 def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: argparse.Namespace) -> dict:
     """Train (or load) one detector, evaluate it on the test split and time it."""
     from detect.benchmarking import Timing, backbone_timer, time_inference, time_proposals
-    from detect.data.build import load_split
+    from detect.data.build import load_test_split
     from detect.data.transforms import TestTransforms
     from detect.engine.checkpoint import load_detector
     from detect.engine.evaluate import predict_dataset
@@ -172,7 +172,7 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
         trainer.fit(final_evaluation=False)
         train_seconds = time.perf_counter() - started
         model, class_names = trainer.model.eval(), trainer.class_names
-    test_set = load_split(config.data, config.data.test_split, TestTransforms(), class_names=class_names)
+    test_set = load_test_split(config.data, TestTransforms(), class_names=class_names)
     if model.uses_proposals:
         attach_proposals(test_set, config.model.proposals, progress)
     detections = predict_dataset(model, test_set, device, progress=progress, desc=f"evaluate {name}")

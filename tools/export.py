@@ -61,11 +61,11 @@ def _check_images(config, class_names, count):
     """The first test images of the checkpoint's dataset, or seeded noise when it is not here."""
     import torch
 
-    from detect.data.build import load_split
+    from detect.data.build import load_test_split
     from detect.data.transforms import TestTransforms
 
     try:
-        dataset = load_split(config.data, config.data.test_split, TestTransforms(), class_names=class_names)
+        dataset = load_test_split(config.data, TestTransforms(), class_names=class_names)
         images = [dataset[i]["image"] for i in range(min(count, len(dataset)))]
         if images:
             return images

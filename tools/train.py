@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,11 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="YAML config (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=0.01")
-    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
-                        help="continue an interrupted run (default: <output_dir>/last.pt)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh in a train.output_dir that holds an earlier run (its checkpoints are "
-                             "replaced); without it such a folder is refused")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                       help="continue an interrupted run (default: <output_dir>/last.pt)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a train.output_dir that holds an earlier run (its checkpoints, summary "
+                            "and TensorBoard events are deleted first); without it such a folder is refused")
     parser.add_argument("--weights", type=Path, help="initialise from a checkpoint; tensors that do not fit are skipped")
     parser.add_argument("--max-iterations", type=int, help="stop after this many iterations in total")
     parser.add_argument("--on-invalid", choices=("error", "skip"),
@@ -50,11 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(args.config, overrides)
     if args.config.resolve() == DEFAULT_CONFIG_PATH.resolve():
         _check_default_weights(config.model.backbone.weights)
-    _check_earlier_run(Path(config.train.output_dir), resume=args.resume is not None, overwrite=args.overwrite)
+    earlier = _check_earlier_run(Path(config.train.output_dir), resume=args.resume is not None, overwrite=args.overwrite)
     ctx = distributed.init_from_environment(config.train.device)
     if not ctx.is_main:  # one voice: rank 0 logs and shows progress
         setup_logging(args.debug, quiet=True)
         args.quiet = True
+    if earlier and ctx.is_main:   # --overwrite: nothing of the old run may be taken for the new one's
+        _remove_earlier_run(Path(config.train.output_dir), earlier)
+    distributed.barrier()
     logger.info("effective config (%s):\n%s", args.config, dump_config(config))
     if ctx.enabled:
         logger.info("distributed: %d processes, global batch %d (%s per process)", ctx.world_size,
@@ -86,17 +91,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 RUN_CHECKPOINTS = ("last.pt", "best.pt", "finetuned.pt")
 
 
-def _check_earlier_run(output_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a new run over an earlier one's checkpoints unless asked to (--overwrite)."""
+def _check_earlier_run(output_dir: Path, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse to start a new run over an earlier one's checkpoints unless asked to; returns the
+    checkpoints that --overwrite is to delete."""
     found = [name for name in RUN_CHECKPOINTS if (output_dir / name).is_file()]
-    if not found or resume:
-        return
-    if overwrite:
-        logger.warning("--overwrite: a new run replaces %s in %s", ", ".join(found), output_dir)
-        return
-    raise OutputError(f"holds an earlier run ({', '.join(found)}); continue it with --resume, start afresh with "
-                      "--overwrite (its checkpoints are replaced), or train elsewhere with train.output_dir=<folder>",
-                      output_dir)
+    if not found or resume or overwrite:
+        return found if overwrite else []
+    resume_hint = "continue it with --resume, " if "last.pt" in found else ""
+    raise OutputError(f"holds an earlier run ({', '.join(found)}); {resume_hint}start afresh with --overwrite (its "
+                      "checkpoints are deleted), or train elsewhere with train.output_dir=<folder>", output_dir)
+
+
+def _remove_earlier_run(output_dir: Path, checkpoints: list[str]) -> None:
+    """Delete what an earlier run left that a new one would not overwrite at once: an interrupted
+    new run must not leave the old best.pt or R-CNN's old finetuned.pt beside its own last.pt."""
+    for name in [*checkpoints, "summary.json"]:
+        (output_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
+    logger.warning("--overwrite: deleted the earlier run's %s in %s", ", ".join(checkpoints), output_dir)
 
 
 def _check_default_weights(weights: str | None) -> None:
@@ -115,7 +127,7 @@ def _train_rcnn(config, args) -> int:
     if args.weights is not None:
         raise ConfigError("--weights is not supported for R-CNN; set model.backbone.weights instead")
     summary = train_rcnn(config, resume=args.resume is not None, max_iterations=args.max_iterations,
-                         progress=not args.quiet, fresh=args.overwrite)
+                         progress=not args.quiet)
     if not distributed.context().is_main:
         return 0
     if summary["map"] is None:

@@ -29,8 +29,8 @@ def dataset_location(config: DataConfig) -> tuple[str, Path]:
 
 def load_split(config: DataConfig, split: str, transforms: Callable | None = None,
                class_names: list[str] | None = None) -> DetectionDataset:
-    """Load one split. For COCO data, ``split`` is a JSON file (relative to the dataset's folder or absolute);
-    ``config.train_split`` may also name no file, and then is ``config.dataset`` itself.
+    """Load one split. For COCO data, ``split`` is a JSON file (relative to the dataset's folder or
+    absolute); a split that names no JSON file is ``config.dataset`` itself (see :func:`load_test_split`).
 
     ``class_names`` defaults to ``config.class_names``, then to the built-in classes, then to
     the classes found in the whole dataset (all VOC annotations, or the COCO categories).
@@ -43,14 +43,23 @@ def load_split(config: DataConfig, split: str, transforms: Callable | None = Non
         if names is None:
             names = discover_voc_classes(path, on_invalid=config.on_invalid)
         return load_voc(path, split, names, transforms, config.on_invalid)
-    if Path(split).suffix.lower() == ".json":
-        json_path = Path(split) if Path(split).is_absolute() else path.parent / split
-    elif split == config.train_split:   # data.dataset is the training file
-        json_path = path
-    else:   # falling back to data.dataset would evaluate on the training images
-        raise ConfigError(f"a COCO dataset's split {split!r} must name its JSON file: set data.test_split=<test "
-                          "instances>.json (relative to this file's folder, or absolute)", path)
+    split_path = Path(split) if Path(split).is_absolute() else path.parent / split
+    json_path = split_path if split_path.suffix.lower() == ".json" else path
     return load_coco(json_path, config.image_root, names, transforms, config.on_invalid)
+
+
+def load_test_split(config: DataConfig, transforms: Callable | None = None,
+                    class_names: list[str] | None = None) -> DetectionDataset:
+    """The split an experiment is scored on, ``config.test_split``.
+
+    For COCO data it must name a JSON file: ``data.dataset`` is the training file, which
+    :func:`load_split` falls back to, and scoring it would report training mAP as test mAP.
+    """
+    kind, path = dataset_location(config)
+    if kind == "coco" and Path(config.test_split).suffix.lower() != ".json":
+        raise ConfigError(f"is the training file; set data.test_split=<test instances>.json (relative to its folder, "
+                          f"or absolute): data.test_split {config.test_split!r} names no JSON file", path)
+    return load_split(config, config.test_split, transforms, class_names)
 
 
 def build_datasets(config: DataConfig, seed: int = 0) -> tuple[DetectionDataset, DetectionDataset]:
@@ -60,5 +69,5 @@ def build_datasets(config: DataConfig, seed: int = 0) -> tuple[DetectionDataset,
     """
     train = load_split(config, config.train_split, TrainTransforms(config.augmentation))
     train.seed = seed
-    test = load_split(config, config.test_split, TestTransforms(), class_names=train.class_names)
+    test = load_test_split(config, TestTransforms(), class_names=train.class_names)
     return train, test

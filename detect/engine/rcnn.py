@@ -256,14 +256,12 @@ def check_finetuned(checkpoint: dict, path: Path, config: Config) -> None:
     if changed:
         raise DetectError(f"fine-tuned with other settings ({'; '.join(changed[:4])}"
                           f"{'; …' if len(changed) > 4 else ''}); choose another train.output_dir, "
-                          "or delete this file to fine-tune again", path)
+                          "or fine-tune again with tools/train.py --overwrite", path)
 
 
 def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None = None,
-               progress: bool = True, final_evaluation: bool = True, fresh: bool = False) -> dict:
+               progress: bool = True, final_evaluation: bool = True) -> dict:
     """Run the stages that have no output yet; returns the summary (test mAP, times, paths).
-
-    ``fresh=True`` fine-tunes again even where ``finetuned.pt`` exists (and then replaces it).
 
     ``final_evaluation=False`` skips the test-split evaluation (the summary's ``map`` is then
     ``None``): for callers that evaluate the saved detector themselves, as the benchmark does.
@@ -272,7 +270,7 @@ def train_rcnn(config: Config, resume: bool = False, max_iterations: int | None 
     trainer = Trainer(config, progress=progress)
     output = trainer.output_dir
     finetuned = output / "finetuned.pt"
-    if finetuned.exists() and not fresh:
+    if finetuned.exists():
         checkpoint = load_checkpoint(finetuned, trainer.device)
         check_finetuned(checkpoint, finetuned, config)
         trainer.model.load_state_dict(checkpoint["model"])

@@ -122,7 +122,8 @@ def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathL
         results["size_bands"] = [{"low": b.low, "high": None if math.isinf(b.high) else b.high,
                                   "objects": b.objects, "map": b.map, "agnostic_ap": b.agnostic_ap} for b in bands]
         results["errors"] = errors.as_dict()
-    results.update(data=str(data), split=split, images=len(dataset))   # what was scored
+    coco_file = data != BUILTIN_DATASET and Path(data).suffix.lower() == ".json"   # --split does not apply
+    results.update(data=str(data), split=None if coco_file else split, images=len(dataset))   # what was scored
     results = _json_safe(results)
     if json_path is not None:
         atomic_write_json(json_path, results)

@@ -59,19 +59,19 @@ def test_unknown_class_against_given_list(tiny_coco):
     assert len(load_coco(tiny_coco, class_names=["square"], on_invalid="skip").load(0)["boxes"]) == 1
 
 
-def test_coco_splits_train_is_the_dataset_file_and_test_must_name_a_file(tiny_coco):
+def test_coco_test_split_must_name_a_file_not_fall_back_to_the_training_file(tiny_coco):
     from detect.config import DataConfig
-    from detect.data.build import load_split
+    from detect.data.build import build_datasets, load_split, load_test_split
     from detect.errors import ConfigError
 
-    config = DataConfig(dataset=str(tiny_coco))
-    assert len(load_split(config, config.train_split)) == 2
-    with pytest.raises(ConfigError) as info:   # "test" is no file: not the training images under another name
-        load_split(config, config.test_split)
+    config = DataConfig(dataset=str(tiny_coco), num_workers=0)
+    assert len(load_split(config, "whatever")) == 2    # a tool's --data x.json: that file
+    with pytest.raises(ConfigError) as info:            # an experiment's test split: never the training file
+        build_datasets(config)
     assert str(tiny_coco) in str(info.value) and "data.test_split=" in str(info.value)
     held_out = tiny_coco.parent / "held_out.json"
     held_out.write_text(tiny_coco.read_text())
-    assert len(load_split(DataConfig(dataset=str(tiny_coco), test_split="held_out.json"), "held_out.json")) == 2
+    assert len(load_test_split(DataConfig(dataset=str(tiny_coco), test_split="held_out.json"))) == 2
 
 
 def test_coco_own_layout_finds_images_beside_annotations(tmp_path):

@@ -227,13 +227,19 @@ def test_train_refuses_to_replace_an_earlier_run_unless_told(tiny_voc, tmp_path,
             "data.class_names=[circle,square]", f"train.output_dir={run_dir}", *TINY_TRAINING, "--quiet"]
     code, _, err = run_tool("train", args, capsys)
     line = one_line_error(err)
-    assert code == 2 and str(run_dir) in line and "best.pt" in line and "--resume" in line and "--overwrite" in line
+    assert code == 2 and str(run_dir) in line and "(best.pt)" in line and "--overwrite" in line
+    assert "--resume" not in line   # nothing to resume: no last.pt
+    (run_dir / "last.pt").write_bytes(b"an earlier run's state")
+    code, _, err = run_tool("train", args, capsys)
+    assert code == 2 and "(last.pt, best.pt); continue it with --resume" in one_line_error(err)
     assert (run_dir / "best.pt").read_bytes() == b"an earlier run's weights"
-    assert not (run_dir / "last.pt").exists()
+    assert (run_dir / "last.pt").read_bytes() == b"an earlier run's state"
 
+    (run_dir / "finetuned.pt").write_bytes(b"R-CNN's stage 1 of the earlier run")
     code, out, _ = run_tool("train", [*args, "--overwrite"], capsys)
     assert code == 0 and "test mAP@0.5" in out
     assert torch.load(run_dir / "last.pt", weights_only=False)["class_names"] == ["circle", "square"]
+    assert not (run_dir / "finetuned.pt").exists()   # deleted: never mistaken for this run's
 
 
 def test_eval_coco_json_given_by_a_relative_path(tiny_coco, tmp_path, capsys, monkeypatch):
