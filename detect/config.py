@@ -278,6 +278,10 @@ class DataConfig:
         image_root: COCO only: the folder the images' ``file_name`` is relative to; None looks
             beside the JSON, in its ``images/`` sub-folder, or (COCO's layout) in ``../val2017/``
             for ``annotations/instances_val2017.json``.
+        train_difficult: train on objects marked difficult (VOC) or crowd (COCO ``iscrowd``) like
+            on any other (detectron2's choice for VOC); false leaves them out of the training
+            split, so that they are background there (py-faster-rcnn's VOC default; torchvision's
+            and detectron2's treatment of COCO crowd regions). Evaluation ignores them either way.
         on_invalid: ``error`` stops at the first bad annotation/image; ``skip`` drops and counts them.
         num_workers: data-loader worker processes.
     """
@@ -289,6 +293,7 @@ class DataConfig:
     test_split: str = "test"
     class_names: list[str] | None = None
     image_root: str | None = None
+    train_difficult: bool = True
     on_invalid: Literal["error", "skip"] = "error"
     num_workers: int = _ranged(2, 0)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

@@ -68,6 +68,8 @@ def build_datasets(config: DataConfig, seed: int = 0) -> tuple[DetectionDataset,
     Both use the same class list, so labels agree.
     """
     train = load_split(config, config.train_split, TrainTransforms(config.augmentation))
+    if not config.train_difficult:
+        train.annotations = [annotation.without_difficult() for annotation in train.annotations]
     train.seed = seed
     test = load_test_split(config, TestTransforms(), class_names=train.class_names)
     return train, test

@@ -14,6 +14,7 @@ Images without objects are kept: they are the negatives detectors learn backgrou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -68,6 +69,11 @@ class Annotation:
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     source: Path | None = None
+
+    def without_difficult(self) -> Annotation:
+        """The same image with its difficult (or COCO crowd) objects left out."""
+        keep = ~self.difficult
+        return dataclasses.replace(self, boxes=self.boxes[keep], labels=self.labels[keep], difficult=self.difficult[keep])
 
 
 def box_problem(box: Sequence[float], width: int, height: int) -> str | None:

@@ -115,3 +115,17 @@ def test_skip_policy_applies_to_class_discovery(tiny_voc):
         load_voc(tiny_voc, "trainval")
     dataset = load_voc(tiny_voc, "trainval", on_invalid="skip")
     assert dataset.class_names == TINY_CLASSES and len(dataset) == 2
+
+
+def test_difficult_objects_are_trained_on_unless_configured_not_to_and_always_kept_for_evaluation(tiny_voc):
+    from detect.config import DataConfig
+    from detect.data.build import build_datasets
+
+    def image_b(**options):   # b: a square and a difficult circle
+        train, test = build_datasets(DataConfig(dataset=str(tiny_voc), test_split="trainval", num_workers=0, **options))
+        trained, scored = ({a.image_id: a for a in split.annotations}["b"] for split in (train, test))
+        assert scored.difficult.tolist() == [False, True]          # evaluation ignores it, either way
+        return trained.difficult.tolist()
+
+    assert image_b() == [False, True]
+    assert image_b(train_difficult=False) == [False]
