@@ -260,16 +260,23 @@ class Trainer:
         requested, that loader failure is reported as the interruption it is.
         """
         iterator = iter(self._loader(self.epoch, self.batch))
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except RuntimeError:
-                if stop.received is None or self.dist.enabled:
-                    raise
-                raise self._interrupted(stop.received, history) from None
-            yield batch
+        try:
+            while True:
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+                except RuntimeError:
+                    if stop.received is None or self.dist.enabled:
+                        raise
+                    raise self._interrupted(stop.received, history) from None
+                yield batch
+        finally:
+            # However the epoch ends (its end, a bad image, a stop, max_iterations): the workers
+            # ignore SIGTERM, so the interpreter's exit could not stop them; the loader must.
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
     def iterations_per_epoch(self) -> int:
         return batches_per_epoch(len(self.train_set), self.config.train.batch_size, self.dist.world_size)
@@ -306,23 +313,24 @@ class Trainer:
             with _StopSignal() as stop, bar:
                 while self.epoch < config.epochs and self.iteration < end:
                     self.train_set.set_epoch(self.epoch)
-                    for images, targets in self._batches(stop, history):
-                        losses = self._step(images, targets, self.iteration, total, per_epoch)
-                        self.iteration += 1
-                        self.batch += 1
-                        for name, value in losses.items():
-                            running[name] = value if name not in running else 0.9 * running[name] + 0.1 * value
-                        bar.set_description(f"epoch {self.epoch + 1}/{config.epochs}")
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
-                        bar.update()
-                        if self.iteration % config.log_every == 0:
-                            history.log_losses(self.iteration, self.epoch, self._lr(), losses)
-                        if distributed.any_rank(stop.received is not None, self.device):
-                            raise self._interrupted(stop.received, history)
-                        if config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
-                            self.save("last.pt")
-                        if self.iteration >= end:
-                            break
+                    with contextlib.closing(self._batches(stop, history)) as batches:   # closed on break or error
+                        for images, targets in batches:
+                            losses = self._step(images, targets, self.iteration, total, per_epoch)
+                            self.iteration += 1
+                            self.batch += 1
+                            for name, value in losses.items():
+                                running[name] = value if name not in running else 0.9 * running[name] + 0.1 * value
+                            bar.set_description(f"epoch {self.epoch + 1}/{config.epochs}")
+                            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+                            bar.update()
+                            if self.iteration % config.log_every == 0:
+                                history.log_losses(self.iteration, self.epoch, self._lr(), losses)
+                            if distributed.any_rank(stop.received is not None, self.device):
+                                raise self._interrupted(stop.received, history)
+                            if config.checkpoint_every and self.iteration % config.checkpoint_every == 0:
+                                self.save("last.pt")
+                            if self.iteration >= end:
+                                break
                     if self.batch >= per_epoch:
                         self.epoch, self.batch = self.epoch + 1, 0
                         if self._evaluation_due():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import multiprocessing
 import subprocess
 import sys
 from pathlib import Path
@@ -262,6 +263,9 @@ def test_train_image_corrupt_past_its_header_read_in_a_loader_worker_is_one_line
     line = one_line_error(err)
     assert code == 2 and line.startswith(f"error: {image}: image data is corrupt") and "worker" not in line
     assert len(line) < 300
+    # The workers ignore SIGTERM (a stop saves last.pt first), so one left running would hang the
+    # interpreter's exit: the failed epoch must have shut them down.
+    assert multiprocessing.active_children() == []
 
 
 def test_infer_refuses_to_overwrite_its_inputs_or_merge_two_images_into_one_output(tiny_voc, tiny_checkpoint,
