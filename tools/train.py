@@ -95,8 +95,10 @@ def _check_earlier_run(output_dir: Path, resume: bool, overwrite: bool) -> list[
     """Refuse to start a new run over an earlier one's checkpoints unless asked to; returns the
     checkpoints that --overwrite is to delete."""
     found = [name for name in RUN_CHECKPOINTS if (output_dir / name).is_file()]
-    if not found or resume or overwrite:
-        return found if overwrite else []
+    if resume or not found:
+        return []
+    if overwrite:
+        return found
     resume_hint = "continue it with --resume, " if "last.pt" in found else ""
     raise OutputError(f"holds an earlier run ({', '.join(found)}); {resume_hint}start afresh with --overwrite (its "
                       "checkpoints are deleted), or train elsewhere with train.output_dir=<folder>", output_dir)

@@ -113,7 +113,7 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
                 raise DataError(f"{where} refers to image id {image_id}, which is not in 'images'", json_path)
             if category_id not in categories:
                 raise DataError(f"{where} has unknown category id {category_id}; add it to 'categories'", json_path)
-            if entry.get("iscrowd", 0) not in (0, 1) or isinstance(entry.get("iscrowd"), str):
+            if entry.get("iscrowd", 0) not in (0, 1):   # (the string "0" is neither)
                 raise DataError(f"{where} iscrowd {entry['iscrowd']!r} must be 0 or 1", json_path)
             if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
                 raise DataError(f"{where} bbox {bbox!r} must be 4 numbers [x, y, width, height]", json_path)

@@ -20,8 +20,8 @@ state dict: one checkpoint file, loaded like every other detector.
 
 ``predict``: proposals → features → SVM scores → box regression of every box above the score
 threshold → per-class NMS 0.3 (the order of R-CNN's test code, ``rcnn_test_bbox_regressor``,
-whose regressed boxes go to the evaluation's NMS). Scores are ``σ(SVM score)``: monotone in the SVM's output (the ranking, and so the
-AP, is the SVM's) and 0.5 at its decision boundary. Before stage 3 has run, the fine-tuned
+whose regressed boxes go to the evaluation's NMS). Scores are ``σ(SVM score)``: monotone in the
+SVM's output (the ranking, and so the AP, is the SVM's) and 0.5 at its decision boundary. Before stage 3 has run, the fine-tuned
 softmax classifier scores the regions instead (the paper's "fine-tuned softmax" variant).
 """
 
