@@ -238,12 +238,24 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def config_changes(ours: dict, theirs: dict) -> list[str]:
-    """``key: reference value → this run's`` for every config key (output folders aside) that differs."""
+    """``key: reference value → this run's`` for every config key (output folders aside) that differs.
+
+    A key that the reference run's version did not have yet, and that this run leaves at its
+    default, is not a difference: a new setting's default keeps the behaviour from before it.
+    """
     ours, theirs = _flatten(ours), _flatten(theirs)
+    defaults = _flatten(config_to_dict(Config()))
     absent = "(absent)"
+
+    def differs(key: str) -> bool:
+        if key in LOCATION_KEYS:
+            return False
+        if key not in theirs and key in defaults and ours.get(key, absent) == defaults[key]:
+            return False
+        return ours.get(key, absent) != theirs.get(key, absent)
+
     return [f"{key}: {theirs.get(key, absent)} → {ours.get(key, absent)}"
-            for key in sorted(ours.keys() | theirs.keys())
-            if key not in LOCATION_KEYS and ours.get(key, absent) != theirs.get(key, absent)]
+            for key in sorted(ours.keys() | theirs.keys()) if differs(key)]
 
 
 def reproduction(rows: list[dict], reference: dict, tolerance: float) -> list[dict]:

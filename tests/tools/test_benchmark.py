@@ -108,6 +108,21 @@ def test_reproduction_names_the_config_keys_that_changed():
     assert check["config_changes"] == ["train.epochs: 3 → 9"] and not check["within"]
 
 
+def test_a_key_newer_than_the_reference_counts_only_when_set_away_from_its_default():
+    """A reference written before ``data.train_difficult`` existed: the new key at its default (true,
+    the behaviour from before) is no difference; set to false it is one."""
+    from detect.config import Config
+
+    assert Config().data.train_difficult is True
+    reference = {"train": {"epochs": 6}, "data": {"root": "a"}}
+    assert benchmark.config_changes({"train": {"epochs": 6}, "data": {"root": "a", "train_difficult": True}},
+                                    reference) == []
+    assert benchmark.config_changes({"train": {"epochs": 6}, "data": {"root": "a", "train_difficult": False}},
+                                    reference) == ["data.train_difficult: (absent) → False"]
+    # A key this run no longer has is always reported, whatever its value was.
+    assert benchmark.config_changes({"train": {"epochs": 6}, "data": {}}, reference) == ["data.root: a → (absent)"]
+
+
 def test_reproduction_table_in_the_markdown():
     results = _results({"faster_rcnn": 0.9003, "yolo": 0.70}, git="new")
     for row in results["rows"]:
