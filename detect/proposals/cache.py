@@ -1,9 +1,14 @@
 """On-disk proposal cache: selective search runs once per image and parameter set.
 
-Layout (one folder per dataset + parameters, so changing a parameter never reuses stale boxes)::
+Layout (one folder per image folder + parameters, so changing a parameter never reuses stale
+boxes; inside it, the image folder's tree)::
 
-    <cache_dir>/<dataset name>-<key>/params.json      what the key stands for
-    <cache_dir>/<dataset name>-<key>/<image id>.npz   boxes (float32[K, 4]) + the image's size and mtime
+    <cache_dir>/<dataset name>-<key>/params.json            what the key stands for
+    <cache_dir>/<dataset name>-<key>/<image path>.npz       boxes (float32[K, 4]) + the image's size and mtime
+
+Files are named after the image *file* (its path inside the image folder, e.g. ``000005.jpg.npz``),
+not after the image id: two COCO files that number their images from 1 and share one image folder
+then share each picture's boxes, instead of overwriting each other's.
 
 Each image's file is written atomically by the worker that computed it, so an interrupted run
 keeps every finished image and the next run computes only the rest. A file that cannot be read
@@ -33,6 +38,7 @@ from tqdm import tqdm
 from detect.data.dataset import Annotation, DetectionDataset
 from detect.data.images import read_image
 from detect import distributed
+from detect.errors import DataError
 from detect.io import atomic_write_bytes, atomic_write_json, make_output_dir
 from detect.proposals.selective_search import SelectiveSearchConfig, selective_search
 
@@ -53,7 +59,12 @@ def cache_file_name(image_id: str) -> str:
 
 
 def _stamp(path: Path) -> np.ndarray:
-    status = path.stat()
+    """The image file's size and modification time: which version of the image boxes belong to."""
+    try:
+        status = path.stat()
+    except OSError as error:
+        raise DataError(f"cannot read the image ({error.strerror}); restore it or remove it from the dataset",
+                        path) from None
     return np.array([status.st_size, status.st_mtime_ns], dtype=np.int64)
 
 
@@ -61,9 +72,11 @@ def _compute_and_store(job: tuple[str, str, str, SelectiveSearchConfig]) -> tupl
     """Worker: selective search on one image, stored atomically. Returns (image id, boxes, seconds)."""
     image_id, image_path, file_path, config = job
     start = time.perf_counter()
+    stamp = _stamp(Path(image_path))  # before reading: an image replaced meanwhile then fails the check on read
     boxes = selective_search(read_image(Path(image_path)), config)
     buffer = io.BytesIO()
-    np.savez(buffer, boxes=boxes, stamp=_stamp(Path(image_path)))
+    np.savez(buffer, boxes=boxes, stamp=stamp)
+    Path(file_path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(file_path, buffer.getvalue())
     return image_id, len(boxes), time.perf_counter() - start
 
@@ -78,25 +91,35 @@ class ProposalCache:
     Args:
         cache_dir: the root named by the config (``model.proposals.cache_dir``).
         dataset_name: a readable prefix for the folder (e.g. the dataset folder's name).
-        dataset_location: the dataset's path; with ``config`` it forms the cache key.
+        image_root: the folder that holds every image of the dataset (in subfolders or not); with
+            ``config`` it forms the cache key, and each image's file mirrors its path in it.
         config: selective-search parameters.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, dataset_name: str, dataset_location: str | os.PathLike,
+    def __init__(self, cache_dir: str | os.PathLike, dataset_name: str, image_root: str | os.PathLike,
                  config: SelectiveSearchConfig):
         self.config = config
-        params = {"dataset": str(Path(dataset_location).resolve()), "selective_search": config.cache_params()}
+        self.image_root = Path(image_root).resolve()
+        params = {"dataset": str(self.image_root), "files": "image paths",
+                  "selective_search": config.cache_params()}
         key = hashlib.sha1(json.dumps(params, sort_keys=True).encode("utf-8")).hexdigest()[:12]
         self.directory = Path(cache_dir) / f"{_UNSAFE.sub('_', dataset_name)}-{key}"
         self.params = params
 
-    def path(self, image_id: str) -> Path:
-        return self.directory / cache_file_name(image_id)
+    def path(self, annotation: Annotation) -> Path:
+        """Where the boxes of ``annotation``'s image are kept: its path under the image root + ``.npz``."""
+        image = Path(annotation.image_path).resolve()
+        try:
+            relative = image.relative_to(self.image_root)
+        except ValueError:
+            raise DataError(f"the image is outside the proposal cache's image folder {self.image_root}",
+                            image) from None
+        return self.directory / relative.parent / (relative.name + ".npz")
 
     def read(self, annotation: Annotation) -> np.ndarray | None:
         """The cached boxes (float32[K, 4], original pixels) of one image, or None when they must
         be (re)computed; a damaged or stale file is logged."""
-        path = self.path(annotation.image_id)
+        path = self.path(annotation)
         if not path.exists():
             return None
         try:
@@ -124,14 +147,14 @@ class ProposalCache:
             atomic_write_json(self.directory / "params.json", self.params)
         boxes = {a.image_id: self.read(a) for a in annotations}
         missing = [a for a in annotations if boxes[a.image_id] is None]
-        absent = [a for a in missing if not self.path(a.image_id).exists()]
+        absent = [a for a in missing if not self.path(a).exists()]
         if 0 < len(absent) <= 20 and len(absent) < len(annotations):  # a few files gone from a filled cache
             for annotation in absent:
-                logger.warning("%s: proposal file missing; computing this image", self.path(annotation.image_id))
+                logger.warning("%s: proposal file missing; computing this image", self.path(annotation))
         if missing:
             logger.info("selective search (%s) on %d of %d images into %s", self.config.describe(),
                         len(missing), len(annotations), self.directory)
-            jobs = [(a.image_id, str(a.image_path), str(self.path(a.image_id)), self.config) for a in missing]
+            jobs = [(a.image_id, str(a.image_path), str(self.path(a)), self.config) for a in missing]
             start, total_boxes = time.perf_counter(), 0
             bar = tqdm(total=len(jobs), desc="selective search", unit="img", disable=not progress)
             if workers > 1 and len(jobs) > 1:
@@ -149,6 +172,10 @@ class ProposalCache:
                         elapsed, len(jobs) / max(elapsed, 1e-9), total_boxes / len(jobs))
             for annotation in missing:
                 boxes[annotation.image_id] = self.read(annotation)
+                if boxes[annotation.image_id] is None:   # logged by read: changed while being computed
+                    raise DataError("proposals just computed cannot be read back (the image or its proposal file "
+                                    f"{self.path(annotation)} changed meanwhile); rerun the same command",
+                                    annotation.image_path)
         return boxes
 
 

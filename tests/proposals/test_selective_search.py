@@ -1,5 +1,6 @@
 """Selective search (OpenCV contrib) and the on-disk proposal cache."""
 
+import dataclasses
 import logging
 import os
 
@@ -13,7 +14,7 @@ from detect.config import ProposalConfig
 from detect.data.shape_drawing import generate_image
 from detect.data.synthetic import SyntheticConfig
 from detect.data.voc import load_voc
-from detect.errors import ConfigError
+from detect.errors import ConfigError, DataError
 from detect.proposals.cache import ProposalCache, attach_proposals
 from detect.proposals.selective_search import SelectiveSearchConfig, selective_search
 
@@ -83,17 +84,48 @@ def test_cache_recomputes_only_missing_and_damaged_files(tiny_voc, tmp_path, cap
     cache = ProposalCache(tmp_path / "cache", "tiny", tiny_voc, SelectiveSearchConfig(max_boxes=50, min_size=2))
     first = cache.ensure(dataset.annotations, workers=1, progress=False)
     assert set(first) == {"a", "b", "c"}
-    mtimes = {i: cache.path(i).stat().st_mtime_ns for i in first}
-    cache.path("a").unlink()                                     # deleted
-    cache.path("b").write_bytes(cache.path("b").read_bytes()[:40])  # truncated
+    path = {a.image_id: cache.path(a) for a in dataset.annotations}
+    # Each image's file mirrors the image's path under the folder the cache was given.
+    assert path["a"] == cache.directory / "JPEGImages" / "a.jpg.npz"
+    mtimes = {i: path[i].stat().st_mtime_ns for i in first}
+    path["a"].unlink()                                       # deleted
+    path["b"].write_bytes(path["b"].read_bytes()[:40])       # truncated
     with caplog.at_level(logging.INFO):
         second = cache.ensure(dataset.annotations, workers=1, progress=False)
-    assert "damaged proposal file" in caplog.text and "b.npz" in caplog.text
-    assert "a.npz: proposal file missing" in caplog.text
+    assert "damaged proposal file" in caplog.text and "b.jpg.npz" in caplog.text
+    assert "a.jpg.npz: proposal file missing" in caplog.text
     assert "on 2 of 3 images" in caplog.text
-    assert cache.path("c").stat().st_mtime_ns == mtimes["c"]     # untouched
+    assert path["c"].stat().st_mtime_ns == mtimes["c"]       # untouched
     for image_id in first:
         assert np.array_equal(first[image_id], second[image_id])
+
+
+def test_cache_files_follow_image_files_not_ids(tiny_voc, tmp_path):
+    """Two datasets (say two COCO files numbering their images from 1) that give one id to different
+    pictures of one folder: each picture keeps its own boxes, and a picture shared under two ids
+    is computed once."""
+    dataset = load_voc(tiny_voc, "trainval", ["circle", "square"])
+    a, b, c = sorted(dataset.annotations, key=lambda annotation: annotation.image_id)
+    cache = ProposalCache(tmp_path / "cache", "tiny", tiny_voc / "JPEGImages",
+                          SelectiveSearchConfig(max_boxes=50, min_size=2))
+    first = cache.ensure([dataclasses.replace(a, image_id="1"), dataclasses.replace(b, image_id="2")],
+                         workers=1, progress=False)
+    second = cache.ensure([dataclasses.replace(c, image_id="1"), dataclasses.replace(a, image_id="7")],
+                          workers=1, progress=False)
+    alone = ProposalCache(tmp_path / "alone", "tiny", tiny_voc / "JPEGImages",
+                          SelectiveSearchConfig(max_boxes=50, min_size=2)).ensure([c], workers=1, progress=False)
+    assert np.array_equal(second["1"], alone["c"]) and not np.array_equal(second["1"], first["1"])
+    assert np.array_equal(second["7"], first["1"])
+    assert sorted(p.name for p in cache.directory.glob("*.npz")) == ["a.jpg.npz", "b.jpg.npz", "c.jpg.npz"]
+
+
+def test_cache_of_a_vanished_image_is_a_data_error(tiny_voc, tmp_path):
+    dataset = load_voc(tiny_voc, "trainval", ["circle", "square"])
+    cache = ProposalCache(tmp_path / "cache", "tiny", tiny_voc, SelectiveSearchConfig(max_boxes=50, min_size=2))
+    cache.ensure(dataset.annotations, workers=1, progress=False)
+    (tiny_voc / "JPEGImages" / "b.jpg").unlink()
+    with pytest.raises(DataError, match=r"b\.jpg: cannot read the image"):
+        cache.ensure(dataset.annotations, workers=1, progress=False)
 
 
 def test_changed_image_is_recomputed(tiny_voc, tmp_path, caplog):
