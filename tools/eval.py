@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--checkpoint", type=Path, help="run this checkpoint's detector on the split first")
     parser.add_argument("--metric", choices=("voc07", "voc", "coco"), default="voc07",
                         help="voc07: 11-point AP; voc: area AP; coco: pycocotools AP@[.5:.95] (default: voc07)")
-    parser.add_argument("--iou", type=float, default=0.5, help="VOC match threshold (IoU > this); default 0.5")
+    parser.add_argument("--iou", type=float, default=None,
+                        help="VOC match threshold (IoU > this), also --breakdown's; default 0.5")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plots", type=Path, help="write precision/recall curves (PNG) into this folder")
     parser.add_argument("--breakdown", action="store_true",
@@ -60,13 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
-    if not 0.0 <= args.iou < 1.0:
+    if args.iou is not None and not 0.0 <= args.iou < 1.0:
         parser.error(f"--iou must be in [0, 1), got {args.iou}")
+    if args.metric == "coco" and args.plots is not None:
+        parser.error("--plots draws VOC precision/recall curves; use it with --metric voc07 or voc")
+    if args.metric == "coco" and args.iou is not None and not args.breakdown:
+        parser.error("--iou is the VOC match threshold (COCO AP averages IoU 0.50:0.95 itself); with --metric coco "
+                     "it applies only to --breakdown")
 
     from detect.evaluation.report import evaluate_split
 
     report = evaluate_split(args.data, args.split, detections=args.detections, checkpoint=args.checkpoint,
-                            metric=args.metric, iou_threshold=args.iou, on_invalid=args.on_invalid,
+                            metric=args.metric, iou_threshold=0.5 if args.iou is None else args.iou, on_invalid=args.on_invalid,
                             image_root=args.image_root, device=args.device,
                             json_path=args.json, plots_dir=args.plots, progress=not args.quiet,
                             breakdown=args.breakdown, breakdown_score=args.breakdown_score,

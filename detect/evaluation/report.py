@@ -24,6 +24,7 @@ from detect.evaluation.coco import evaluate_coco
 from detect.evaluation.detections import read_detections
 from detect.evaluation.plots import plot_precision_recall
 from detect.evaluation.voc import evaluate_voc
+from detect.errors import DataError
 from detect.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,40 @@ def _dataset(data: str, split: str, on_invalid: str, class_names: list[str] | No
     if data != BUILTIN_DATASET and Path(data).suffix.lower() == ".json":
         split = str(Path(data).resolve())   # the file itself (a relative path would be taken from its own folder)
     return load_split(config, split, TestTransforms())
+
+
+def match_image_ids(found: dict[str, dict], dataset: DetectionDataset, source: str | os.PathLike,
+                    on_invalid: str = "error") -> dict[str, dict]:
+    """Detections read from ``source``, keyed by ``dataset``'s image ids.
+
+    tools/infer.py names each image by its file stem. That is a VOC image's id, but a COCO image's id
+    is its number, so a stem that names exactly one image of the split is read as that image. Other
+    unknown ids are an error (``on_invalid="error"``: they were made for another split), or are left
+    out with a warning (``"skip"``: e.g. images that loading skipped as invalid).
+    """
+    ids = {annotation.image_id for annotation in dataset.annotations}
+    by_stem: dict[str, list[str]] = {}
+    for annotation in dataset.annotations:
+        by_stem.setdefault(Path(annotation.image_path).stem, []).append(annotation.image_id)
+    matched, unknown = {}, []
+    for image_id, entry in found.items():
+        target = image_id if image_id in ids else (by_stem[image_id][0] if len(by_stem.get(image_id, ())) == 1
+                                                   else None)
+        if target is None:
+            unknown.append(image_id)
+        elif target in matched:
+            raise DataError(f"image {target!r} has detections under two ids (its id and its file name); "
+                            "give each image one id", source)
+        else:
+            matched[target] = entry
+    if unknown and on_invalid != "skip":
+        raise DataError(f"has detections of {len(unknown)} image(s) that are not in the evaluated split (first: "
+                        f"{unknown[0]!r}); evaluate on the split they were made for, or leave them out with "
+                        "--on-invalid skip", source)
+    if unknown:
+        logger.warning("%s: left out the detections of %d image(s) not in the evaluated split (first: %r; "
+                       "on_invalid=skip)", source, len(unknown), unknown[0])
+    return matched
 
 
 def _coco_table(metrics: dict, class_names: list[str]) -> str:
@@ -99,7 +134,7 @@ def evaluate_split(data: str, split: str = "test", *, detections: str | os.PathL
 
         found = predict_dataset(model, dataset, device, progress=progress)
     else:
-        found = read_detections(detections, dataset.class_names)
+        found = match_image_ids(read_detections(detections, dataset.class_names), dataset, detections, on_invalid)
     ground_truth = dataset.ground_truth()
     if metric == "coco":
         metrics = evaluate_coco(ground_truth, found, dataset.class_names)

@@ -252,6 +252,30 @@ def test_eval_coco_json_given_by_a_relative_path(tiny_coco, tmp_path, capsys, mo
     assert "mAP" in stdout
 
 
+def test_eval_coco_reads_infer_file_stems_as_coco_image_ids(tiny_coco, tmp_path, capsys):
+    """tools/infer.py names images by file stem ("x" for x.jpg); the COCO file numbers it 7."""
+    square = {"category": "square", "score": 0.9, "bbox": [10, 5, 30, 20]}
+    out = tmp_path / "out.json"
+    dets = detections_file(tmp_path, [{"image_id": "x", **square}])
+    code, _, err = run_tool("eval", ["--data", str(tiny_coco), "--detections", str(dets), "--json", str(out)], capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text())["ap"]["square"] == pytest.approx(1.0)
+    # The same image under both names, and an image of no split, are errors naming the detections file.
+    detections_file(tmp_path, [{"image_id": "x", **square}, {"image_id": "7", **square}])
+    code, _, err = run_tool("eval", ["--data", str(tiny_coco), "--detections", str(dets)], capsys)
+    assert code == 2 and one_line_error(err) == (f"error: {dets}: image '7' has detections under two ids (its id "
+                                                 "and its file name); give each image one id")
+    detections_file(tmp_path, [{"image_id": "x", **square}, {"image_id": "zzz", **square}])
+    code, _, err = run_tool("eval", ["--data", str(tiny_coco), "--detections", str(dets)], capsys)
+    assert code == 2 and f"{dets}: has detections of 1 image(s) that are not in the evaluated split (first: " \
+                         "'zzz')" in one_line_error(err) and "--on-invalid skip" in err
+    # With --on-invalid skip (images skipped as invalid have detections but no ground truth) they are left out.
+    code, _, err = run_tool("eval", ["--data", str(tiny_coco), "--detections", str(dets), "--on-invalid", "skip",
+                                     "--json", str(out)], capsys)
+    assert code == 0 and "left out the detections of 1 image(s)" in err
+    assert json.loads(out.read_text())["ap"]["square"] == pytest.approx(1.0)
+
+
 def test_train_image_corrupt_past_its_header_read_in_a_loader_worker_is_one_line(tiny_voc, tmp_path, capsys):
     image = tiny_voc / "JPEGImages" / "b.jpg"
     data = image.read_bytes()
@@ -301,6 +325,13 @@ def test_eval_device_and_iou_are_checked(tiny_voc, tiny_checkpoint, tmp_path, ca
     with pytest.raises(SystemExit) as info:   # argparse's usage error
         run_tool("eval", ["--data", str(tiny_voc), "--detections", str(dets), "--iou", "1.5"], capsys)
     assert info.value.code == 2 and "--iou must be in [0, 1)" in capsys.readouterr().err
+    # Options COCO AP would ignore are refused rather than silently dropped.
+    for extra, message in ((["--plots", str(tmp_path / "plots")], "--plots draws VOC precision/recall curves"),
+                           (["--iou", "0.7"], "it applies only to --breakdown")):
+        with pytest.raises(SystemExit) as info:
+            run_tool("eval", ["--data", str(tiny_voc), "--detections", str(dets), "--metric", "coco", *extra], capsys)
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "plots").exists()
     code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--checkpoint", str(tiny_checkpoint),
                                      "--device", "cpu", "--quiet"], capsys)
     assert code == 0, err
@@ -308,3 +339,30 @@ def test_eval_device_and_iou_are_checked(tiny_voc, tiny_checkpoint, tmp_path, ca
         code, _, err = run_tool("eval", ["--data", str(tiny_voc), "--checkpoint", str(tiny_checkpoint),
                                          "--device", "cuda"], capsys)
         assert code == 2 and "no CUDA device" in one_line_error(err)
+
+
+def test_proposals_reports_recall_and_refuses_bad_arguments(tiny_voc, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # the default proposal cache is cache/proposals in the working folder
+    out = tmp_path / "recall.json"
+    code, stdout, err = run_tool("proposals", ["--data", str(tiny_voc), "--split", "trainval", "--workers", "1",
+                                               "--max-boxes", "50", "--json", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["max_boxes"] == 50 and 0 < result["proposals_median"] <= 50
+    recall = [result["recall"][budget] for budget in ("10", "50", "100")]
+    for looser, stricter in ((r["0.5"], r["0.7"]) for r in recall):
+        assert 0.0 <= stricter <= looser <= 1.0
+    assert recall[0]["0.5"] <= recall[1]["0.5"] == recall[2]["0.5"]   # no image has more than 50 boxes
+    assert "recall@0.5" in stdout
+    with pytest.raises(SystemExit) as info:
+        run_tool("proposals", ["--data", str(tiny_voc), "--workers", "0"], capsys)
+    assert info.value.code == 2 and "--workers must be 1 or more" in capsys.readouterr().err
+    (tiny_voc / "ImageSets" / "Main" / "none.txt").write_text("")
+    code, _, err = run_tool("proposals", ["--data", str(tiny_voc), "--split", "none"], capsys)
+    assert code == 2 and "no images" in one_line_error(err)
+
+
+def test_export_refuses_a_negative_image_count(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:   # before the checkpoint is even looked for
+        run_tool("export", ["--checkpoint", str(tmp_path / "none.pt"), "--check-images", "-1"], capsys)
+    assert info.value.code == 2 and "--check-images must be 0" in capsys.readouterr().err
