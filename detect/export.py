@@ -93,7 +93,7 @@ def export(model: nn.Module, model_name: str, class_names: Sequence[str], path: 
     dynamic_axes = {"boxes": {0: "detections"}, "scores": {0: "detections"}, "labels": {0: "detections"}}
     if model.transform.keep_aspect:   # fully convolutional up to RoI pooling: any padded image size
         dynamic_axes["image"] = {2: "height", 3: "width"}
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # per process: two exports to one path don't collide
     try:
         with torch.no_grad(), _export_mode(), warnings.catch_warnings():
             # The tracer warns about every Python int taken from a shape; those are the fixed

@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
+    if args.check_images < 0:
+        parser.error(f"--check-images must be 0 (skip the check) or more, got {args.check_images}")
 
     import torch
 

@@ -6,8 +6,9 @@
 
 Recall is the fraction of non-difficult ground-truth boxes that some proposal covers with IoU
 ≥ 0.5 (and ≥ 0.7), keeping the first N proposals of each image, for several N: the curve of the
-selective-search paper. Also reports proposals per image and images per second (selective
-search only, measured on the images computed by this run; cached images are not re-timed).
+selective-search paper. Also reports proposals per image and the run's wall-clock and images per
+second, cached images included (they are read, not recomputed: time selective search on an empty
+``model.proposals.cache_dir``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from detect.boxes import box_iou
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import DataConfig, ProposalConfig, load_config
 from detect.data.build import load_split
+from detect.errors import DataError
 from detect.io import atomic_write_json
 from detect.proposals.cache import attach_proposals
 
@@ -61,11 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--mode", choices=("fast", "quality"), help="selective search mode (default: the config's)")
     parser.add_argument("--max-boxes", type=int, help="cap on proposals per image (default: the config's)")
-    parser.add_argument("--workers", type=int, help="processes (default: the config's)")
+    parser.add_argument("--workers", type=int, help="processes, 1 or more (default: the config's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.debug, args.quiet)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be 1 or more, got {args.workers}")
 
     if args.config is not None:
         config = load_config(args.config)
@@ -80,8 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_boxes is not None:
         search = dataclasses.replace(search, max_boxes=args.max_boxes)
     proposals = dataclasses.replace(proposals, selective_search=search,
-                                    workers=args.workers or proposals.workers)
+                                    workers=proposals.workers if args.workers is None else args.workers)
     dataset = load_split(data, args.split)
+    if not len(dataset):
+        raise DataError(f"split '{args.split}' has no images; choose a split that has some (--split)", data.dataset)
     started = time.perf_counter()
     attach_proposals(dataset, proposals, progress=not args.quiet)
     elapsed = time.perf_counter() - started

@@ -124,8 +124,11 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
             continue
         x, y, width, height = (float(v) for v in bbox)
         box = (x, y, x + width, y + height) if math.isfinite(width + height) else (x, y, math.nan, math.nan)
+        area = entry.get("area")   # the segment's area; a box-only file may leave it out
+        area = float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) and area > 0 else math.nan
         objects_per_image[image_id].append(RawObject(categories[category_id], box, bool(entry.get("iscrowd", 0)),
-                                                     ref=f"annotation id {entry['id']} of image id {image_id}"))
+                                                     ref=f"annotation id {entry['id']} of image id {image_id}",
+                                                     area=area))
     annotations: list[Annotation] = []
     skipped_images = 0
     for index, image in enumerate(content["images"]):

@@ -38,13 +38,15 @@ class RawObject:
 
     ``box`` is x1, y1, x2, y2 in continuous pixels (already converted from the file's convention).
     ``ref`` names the object in error messages where "object <n>" would not find it (a COCO
-    annotation's id and image id).
+    annotation's id and image id). ``area`` is a COCO annotation's own area (its segment's), NaN
+    when the file gives none.
     """
 
     name: str
     box: tuple[float, float, float, float]
     difficult: bool = False
     ref: str = ""
+    area: float = math.nan
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Annotation:
         boxes (float32[N, 4]): x1, y1, x2, y2 in continuous pixels.
         labels (int64[N]): foreground class indices.
         difficult (bool[N]): objects ignored by VOC evaluation.
+        areas (float32[N]): the file's own object areas (COCO's segment areas, which choose COCO's
+            small / medium / large ranges), NaN where it gives none and for VOC.
         source: the annotation file, for error messages.
     """
 
@@ -68,12 +72,18 @@ class Annotation:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    areas: np.ndarray | None = None
     source: Path | None = None
+
+    def __post_init__(self):
+        if self.areas is None:
+            self.areas = np.full(len(self.boxes), np.nan, np.float32)
 
     def without_difficult(self) -> Annotation:
         """The same image with its difficult (or COCO crowd) objects left out."""
         keep = ~self.difficult
-        return dataclasses.replace(self, boxes=self.boxes[keep], labels=self.labels[keep], difficult=self.difficult[keep])
+        return dataclasses.replace(self, boxes=self.boxes[keep], labels=self.labels[keep],
+                                   difficult=self.difficult[keep], areas=self.areas[keep])
 
 
 def box_problem(box: Sequence[float], width: int, height: int) -> str | None:
@@ -96,7 +106,7 @@ def build_annotation(image_id: str, image_path: Path, width: int, height: int,
     Raises:
         DataError: (policy ``"error"``) an object has an unknown class or an invalid box.
     """
-    boxes, labels, difficult = [], [], []
+    boxes, labels, difficult, areas = [], [], [], []
     dropped = 0
     for index, obj in enumerate(objects):
         where = f"{obj.ref or f'object {index}'} ({obj.name!r})"
@@ -117,10 +127,11 @@ def build_annotation(image_id: str, image_path: Path, width: int, height: int,
         boxes.append(obj.box)
         labels.append(class_to_index[obj.name])
         difficult.append(bool(obj.difficult))
+        areas.append(obj.area)
     annotation = Annotation(
         image_id=image_id, image_path=image_path, width=width, height=height,
-        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-        labels=np.asarray(labels, np.int64), difficult=np.asarray(difficult, bool), source=source)
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4), labels=np.asarray(labels, np.int64),
+        difficult=np.asarray(difficult, bool), areas=np.asarray(areas, np.float32), source=source)
     return annotation, dropped
 
 
@@ -190,8 +201,9 @@ class DetectionDataset:
         return sample
 
     def ground_truth(self) -> dict[str, dict[str, np.ndarray]]:
-        """Ground truth for evaluation: ``{image_id: {"boxes", "labels", "difficult"}}`` (no pixels read)."""
-        return {a.image_id: {"boxes": a.boxes, "labels": a.labels, "difficult": a.difficult}
+        """Ground truth for evaluation: ``{image_id: {"boxes", "labels", "difficult", "area"}}`` (no
+        pixels read; ``area`` NaN where the file gives none)."""
+        return {a.image_id: {"boxes": a.boxes, "labels": a.labels, "difficult": a.difficult, "area": a.areas}
                 for a in self.annotations}
 
     def statistics(self) -> dict:

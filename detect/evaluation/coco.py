@@ -4,13 +4,16 @@ The ground truth and detections (see :mod:`detect.evaluation.inputs`; boxes x1, 
 continuous pixels) are turned into in-memory COCO objects:
 
 * images get ids ``1..N`` in the ground truth's order, categories ids ``1..C`` (label + 1);
-* boxes become COCO ``[x, y, w, h] = [x1, y1, x2 - x1, y2 - y1]`` (continuous pixels, no "+1"),
-  with ``area = w * h`` (this area decides the small / medium / large ranges);
+* boxes become COCO ``[x, y, w, h] = [x1, y1, x2 - x1, y2 - y1]`` (continuous pixels, no "+1");
+  a ground-truth object's ``area``, which decides the small / medium / large ranges, is the
+  dataset's own (a COCO file's segment area) where it has one, else ``w * h``, as for detections;
 * **difficult objects become ``iscrowd = 1``**. COCO has no "ignored but ordinary" object: its
   only way to ignore a ground-truth box is the crowd flag, so detections matched to a difficult
-  object are neither true nor false positives, as in VOC. Crowd matching differs from VOC in two
-  details: the overlap with a crowd box is intersection over the *detection's* area, and several
-  detections may match the same crowd box.
+  object are neither true nor false positives, as in VOC. Crowd matching differs from VOC in three
+  details: the overlap with a crowd box is intersection over the *detection's* area; several
+  detections may match the same crowd box; and a detection is matched to an ordinary object if it
+  overlaps one enough, even when it overlaps a difficult one more (VOC takes the largest overlap,
+  and a detection whose largest is with a difficult object is ignored).
 
 Metrics are the twelve of ``COCOeval.summarize`` (AP averaged over IoU 0.50:0.95, AP50, AP75, AP
 for small / medium / large objects, AR for 1 / 10 / 100 detections per image and for small /
@@ -49,13 +52,15 @@ def _coco_object(images: list[dict], categories: list[dict], annotations: list[d
     return coco
 
 
-def _annotations(image_index: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-                 iscrowd: np.ndarray, scores: np.ndarray | None = None) -> list[dict]:
+def _annotations(image_index: np.ndarray, boxes: np.ndarray, labels: np.ndarray, iscrowd: np.ndarray,
+                 scores: np.ndarray | None = None, area: np.ndarray | None = None) -> list[dict]:
     xywh = _xywh(boxes)
-    rows = zip(image_index.tolist(), labels.tolist(), xywh.tolist(), iscrowd.tolist())
+    box_area = xywh[:, 2] * xywh[:, 3]
+    area = box_area if area is None else np.where(np.isfinite(area), area, box_area)
+    rows = zip(image_index.tolist(), labels.tolist(), xywh.tolist(), iscrowd.tolist(), area.tolist())
     annotations = [{"id": k + 1, "image_id": image + 1, "category_id": label + 1,
-                    "bbox": box, "area": box[2] * box[3], "iscrowd": int(crowd)}
-                   for k, (image, label, box, crowd) in enumerate(rows)]
+                    "bbox": box, "area": size, "iscrowd": int(crowd)}
+                   for k, (image, label, box, crowd, size) in enumerate(rows)]
     if scores is not None:
         for annotation, score in zip(annotations, scores.tolist()):
             annotation["score"] = score
@@ -70,8 +75,9 @@ def evaluate_coco(ground_truth: Mapping[str, Mapping[str, np.ndarray]], detectio
     Args:
         ground_truth: ``{image_id: {"boxes": float[N, 4], "labels": int[N], "difficult": bool[N]}}``,
             boxes x1, y1, x2, y2 in continuous pixels; difficult objects are evaluated as crowds.
+            An optional ``"area": float[N]`` (NaN: not given) sets the objects' COCO areas.
         detections: per-image ``{"boxes", "scores", "labels"}`` or detections-file records, boxes
-            in the same pixels. pycocotools keeps the 100 highest-scoring per image.
+            in the same pixels. pycocotools keeps the 100 highest-scoring per image and class.
         class_names: foreground classes; labels index into it.
         image_sizes: optional ``{image_id: (width, height)}`` recorded in the COCO images (the
             metrics do not depend on it).
@@ -93,7 +99,7 @@ def evaluate_coco(ground_truth: Mapping[str, Mapping[str, np.ndarray]], detectio
             image["width"], image["height"] = image_sizes[image["file_name"]]
     categories = [{"id": label + 1, "name": name} for label, name in enumerate(class_names)]
     with contextlib.redirect_stdout(io.StringIO()):
-        gt_annotations = _annotations(gt.image_index, gt.boxes, gt.labels, gt.difficult)
+        gt_annotations = _annotations(gt.image_index, gt.boxes, gt.labels, gt.difficult, area=gt.area)
         dt_annotations = _annotations(dets.image_index, dets.boxes, dets.labels,
                                       np.zeros(dets.labels.size, bool), dets.scores)
         coco_gt = _coco_object(images, categories, gt_annotations)

@@ -113,6 +113,7 @@ def detections_to_records(detections: Mapping[str, Mapping[str, np.ndarray]],
 
     Raises:
         DataError: a box or score is not finite.
+        ValueError: a label is not a class index (a bug in the detector that made them).
     """
     records = []
     for image_id, entry in detections.items():
@@ -122,6 +123,9 @@ def detections_to_records(detections: Mapping[str, Mapping[str, np.ndarray]],
             raise DataError(f"detections of image {image_id!r} have a non-finite box or score, "
                             "which JSON cannot hold; drop them or fix the detector's output")
         labels = np.asarray(entry["labels"]).reshape(-1).tolist()
+        if any(not 0 <= label < len(class_names) for label in labels):
+            raise ValueError(f"detections of image {image_id!r} have labels outside 0..{len(class_names) - 1}: "
+                             f"{sorted(set(labels))}")
         records.extend({"image_id": str(image_id), "category": class_names[label], "score": score,
                         "bbox": box} for box, score, label in zip(boxes.tolist(), scores.tolist(), labels))
     return records

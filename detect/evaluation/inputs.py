@@ -4,7 +4,7 @@ Both evaluators (:mod:`detect.evaluation.voc`, :mod:`detect.evaluation.coco`) ta
 
 * ground truth ``{image_id: {"boxes": float[N, 4], "labels": int[N], "difficult": bool[N]}}``
   (what :meth:`detect.data.dataset.DetectionDataset.ground_truth` returns; ``difficult`` may be
-  omitted), and
+  omitted, and an optional ``"area": float[N]``, NaN where not given, is COCO's object area), and
 * detections, either per image ``{image_id: {"boxes": float[K, 4], "scores": float[K],
   "labels": int[K]}}`` or the flat list of records of the detections file
   (:mod:`detect.evaluation.detections`).
@@ -41,6 +41,7 @@ class FlatGroundTruth:
         boxes (float64[G, 4]): x1, y1, x2, y2 in continuous pixels.
         labels (int64[G]): foreground class indices.
         difficult (bool[G]): objects VOC evaluation ignores.
+        area (float64[G]): the dataset's own object areas (COCO's segment areas), NaN where not given.
     """
 
     image_ids: list[str]
@@ -48,6 +49,7 @@ class FlatGroundTruth:
     boxes: np.ndarray
     labels: np.ndarray
     difficult: np.ndarray
+    area: np.ndarray
 
 
 @dataclass
@@ -103,22 +105,24 @@ def flatten_ground_truth(ground_truth: Mapping[str, Mapping[str, np.ndarray]],
         DataError: an image's arrays are malformed or a label is outside ``0..num_classes-1``.
     """
     image_ids = list(ground_truth)
-    boxes, labels, difficult, counts = [], [], [], []
+    boxes, labels, difficult, area, counts = [], [], [], [], []
     for image_id, entry in ground_truth.items():
-        if "difficult" not in entry:
-            entry = {**entry, "difficult": np.zeros(len(entry.get("labels", ())), bool)}
-        image_boxes, image_labels, image_difficult = _per_image_arrays(
-            image_id, entry, ("boxes", "labels", "difficult"), "ground truth")
+        count = len(entry.get("labels", ()))
+        entry = {"difficult": np.zeros(count, bool), "area": np.full(count, np.nan), **entry}
+        image_boxes, image_labels, image_difficult, image_area = _per_image_arrays(
+            image_id, entry, ("boxes", "labels", "difficult", "area"), "ground truth")
         boxes.append(image_boxes)
         labels.append(image_labels.astype(np.int64))
         difficult.append(image_difficult.astype(bool))
+        area.append(image_area.astype(np.float64))
         counts.append(image_boxes.shape[0])
     flat = FlatGroundTruth(
         image_ids=image_ids,
         image_index=np.repeat(np.arange(len(image_ids), dtype=np.int64), counts),
         boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4)),
         labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        difficult=np.concatenate(difficult) if difficult else np.zeros(0, bool))
+        difficult=np.concatenate(difficult) if difficult else np.zeros(0, bool),
+        area=np.concatenate(area) if area else np.zeros(0))
     _check_labels(flat.labels, image_ids, flat.image_index, num_classes, "ground truth")
     return flat
 

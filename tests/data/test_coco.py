@@ -21,6 +21,15 @@ def test_loads_coco_into_library_convention(tiny_coco):
     assert set(dataset.ground_truth()) == {"7", "9"}
 
 
+def test_keeps_each_object_s_own_area_for_coco_evaluation(tiny_coco):
+    """COCO's small / medium / large ranges use the annotation's area (its segment's), not the box's."""
+    _rewrite(tiny_coco, lambda c: c["annotations"][0].update(area=123.5))
+    dataset = load_coco(tiny_coco)
+    area = dataset.ground_truth()["7"]["area"]
+    assert area[0] == pytest.approx(123.5) and np.isnan(area[1])      # no area given: the box's is used
+    assert dataset.annotations[0].without_difficult().areas.tolist() == [123.5]
+
+
 def _rewrite(path, mutate):
     content = json.loads(path.read_text())
     mutate(content)

@@ -66,3 +66,12 @@ def test_difficult_objects_are_ignored_like_crowds():
 def test_unknown_image_is_rejected():
     with pytest.raises(DataError, match="'nope'"):
         evaluate_coco(ground_truth(), {"nope": perfect(ground_truth())["a"]}, CLASSES)
+
+
+def test_given_areas_choose_the_size_ranges():
+    """A 40 x 40 box whose object (its segment) covers 500 px is small for COCO, not medium."""
+    truth = ground_truth()
+    assert evaluate_coco(truth, perfect(truth), CLASSES)["APm"] == pytest.approx(1.0)
+    truth["a"]["area"] = np.array([np.nan, 500.0])     # NaN: the box's area (100, small either way)
+    metrics = evaluate_coco(truth, perfect(truth), CLASSES)
+    assert math.isnan(metrics["APm"]) and metrics["APs"] == pytest.approx(1.0) and metrics["AP"] == pytest.approx(1.0)

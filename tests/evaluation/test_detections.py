@@ -98,3 +98,13 @@ def test_non_finite_detections_are_not_written(tmp_path):
     with pytest.raises(DataError, match="'a'.*non-finite"):
         write_detections(tmp_path / "x.json", detections, CLASSES)
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("label", [-1, 2])
+def test_labels_that_name_no_class_are_not_written(tmp_path, label):
+    """-1 would otherwise be written as the last class, silently."""
+    detections = {"a": {"boxes": np.array([[0.0, 0.0, 2.0, 1.0]]), "scores": np.array([0.5]),
+                        "labels": np.array([label])}}
+    with pytest.raises(ValueError, match=r"'a'.*labels outside 0\.\.1"):
+        write_detections(tmp_path / "x.json", detections, CLASSES)
+    assert not (tmp_path / "x.json").exists()
