@@ -305,7 +305,8 @@ class TrainConfig:
 
     Attributes:
         epochs: passes over the training split.
-        batch_size: images per iteration (per process when distributed).
+        batch_size: images per iteration: the global batch, shared out between the processes
+            when distributed.
         optimizer: ``sgd`` (with momentum, the papers' choice) or ``adamw`` (faster to leave the
             initial plateau when training a backbone from scratch).
         lr, momentum, weight_decay: optimizer settings (momentum is SGD's only).
@@ -531,6 +532,10 @@ def _check_consistency(config: Config, source: str) -> None:
         raise ConfigError("model.anchors.sizes and aspect_ratios must not be empty", source)
     if config.data.class_names is not None and len(config.data.class_names) == 0:
         raise ConfigError("data.class_names must list at least one class (or be null to discover them)", source)
+    rcnn = config.model.rcnn
+    if 2 * rcnn.context_pad >= rcnn.crop_size:
+        raise ConfigError(f"model.rcnn.context_pad ({rcnn.context_pad}) leaves no room in a {rcnn.crop_size}-pixel "
+                          "crop; it must be less than half of model.rcnn.crop_size (the paper: 16 of 227)", source)
     if config.train.schedule == "step" and not config.train.milestones:
         raise ConfigError("train.schedule is 'step' but train.milestones is empty", source)
 

@@ -37,6 +37,7 @@ def test_yaml_and_overrides(tmp_path):
     ("data:\n  class_names: []\n", "at least one class"),
     ("train:\n  epochs: 0\n", "key 'train.epochs' is 0"),
     ("model:\n  rpn:\n    negative_iou: 0.8\n", "must not exceed"),
+    ("model:\n  rcnn:\n    crop_size: 32\n", "model.rcnn.context_pad (16) leaves no room in a 32-pixel crop"),
     ("train: [1, 2]\n", "expected a mapping"),
     ("train:\n  lr: [0.1\n", "malformed YAML"),
     ("- just a list\n", "must be a mapping"),
