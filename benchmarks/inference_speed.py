@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model.uses_proposals:
         config = checkpoint_config(checkpoint, args.checkpoint).model.proposals
         attach_proposals(dataset, config)
-        proposal_timing = time_proposals(dataset, config.selective_search, args.images)
+        proposal_timing = time_proposals(dataset, config.selective_search, args.images, args.warmup)
     with backbone_timer(model) as backbone:
         timing = time_inference(model, dataset, args.images, args.warmup, timers=[backbone])
     backbone_timing = Timing.of(backbone.per_image_ms)

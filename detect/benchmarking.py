@@ -39,10 +39,12 @@ class CallTimer:
     the ``with`` block) restores it.
     """
 
-    def __init__(self, owner: object, method: str = "forward", synchronize: bool = False):
+    def __init__(self, owner: object, method: str = "forward", device: torch.device | str | None = None):
         self.per_image_ms: list[float] = []
         self._owner, self._method, self._seconds = owner, method, 0.0
-        self._synchronize = synchronize and torch.cuda.is_available()
+        # On a CUDA device each reading first waits for the work queued on it (kernels run async).
+        device = None if device is None else torch.device(device)
+        self._cuda = device if device is not None and device.type == "cuda" else None
         original = getattr(owner, method)
 
         def timed(*args, **kwargs):
@@ -55,8 +57,8 @@ class CallTimer:
         setattr(owner, method, timed)
 
     def _now(self) -> float:
-        if self._synchronize:
-            torch.cuda.synchronize()
+        if self._cuda is not None:
+            torch.cuda.synchronize(self._cuda)
         return time.perf_counter()
 
     def take(self) -> float:
@@ -75,14 +77,14 @@ class CallTimer:
         self.remove()
 
 
-def backbone_timer(model: nn.Module, synchronize: bool = False) -> CallTimer:
+def backbone_timer(model: nn.Module, device: torch.device | str | None = None) -> CallTimer:
     """A :class:`CallTimer` on the shared backbone inside ``model`` (any detector, torchvision's too)."""
     from detect.backbones import backbones_in
 
     backbones = backbones_in(model)
     if not backbones:
         raise TypeError(f"{type(model).__name__} has no detect.backbones.Backbone to time")
-    return CallTimer(backbones[0], "forward_normalised", synchronize)
+    return CallTimer(backbones[0], "forward_normalised", device)
 
 
 def add_timing_arguments(parser, images: int = 30) -> None:
@@ -112,14 +114,17 @@ def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: i
     """
     if model is not None:
         model.eval()
-    cuda = torch.device(device).type == "cuda"   # (a torch.device never equals the string "cpu")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
     count = min(images + warmup, len(dataset))
+    if count <= warmup:
+        raise ValueError(f"{len(dataset)} images: none left to time after {warmup} warm-up ones")
     samples = [dataset[i] for i in range(count)]
     milliseconds = []
     for index, sample in enumerate(samples):
         image = sample["image"].to(device)
         if cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         for timer in timers:
             timer.take()
         started = time.perf_counter()
@@ -130,7 +135,7 @@ def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: i
         else:
             model.predict([image])
         if cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         if index >= warmup:
             milliseconds.append((time.perf_counter() - started) * 1000)
             for timer in timers:
@@ -138,13 +143,15 @@ def time_inference(model: nn.Module | None, dataset: DetectionDataset, images: i
     return Timing.of(milliseconds)
 
 
-def time_proposals(dataset: DetectionDataset, config, images: int = 30) -> Timing:
-    """Time selective search (``config``: a SelectiveSearchConfig) on single images of ``dataset``."""
+def time_proposals(dataset: DetectionDataset, config, images: int = 30, skip: int = 0) -> Timing:
+    """Time selective search (``config``: a SelectiveSearchConfig) on single images of ``dataset``:
+    ``images`` of them after the first ``skip`` (pass :func:`time_inference`'s warm-up count to
+    time the images it timed)."""
     from detect.proposals.selective_search import selective_search
     from detect.data.images import read_image
 
     milliseconds = []
-    for annotation in dataset.annotations[:images]:
+    for annotation in dataset.annotations[skip:skip + images]:
         image = read_image(annotation.image_path)
         started = time.perf_counter()
         selective_search(image, config)

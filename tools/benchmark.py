@@ -5,13 +5,14 @@
     python tools/benchmark.py --variant mnv2                   # built-in, *_shapes_mnv2.yaml where they exist
     python tools/benchmark.py --data ../shared/data/raccoon --out runs/benchmark_raccoon
     python tools/benchmark.py --data builtin --detectors faster_rcnn,yolo \\
-        --checkpoint faster_rcnn=runs/faster_rcnn_shapes/best.pt
+        --checkpoint faster_rcnn=runs/faster_rcnn_shapes/last.pt
 
 Each detector is trained with ``configs/<detector>_<dataset>.yaml`` (``<dataset>`` is ``shapes``
 for the built-in data, else the dataset folder's name; without such a file, the detector's
 raccoon recipe — MobileNetV2 ImageNet weights — is used with the data replaced;
 ``--variant V`` prefers ``configs/<detector>_<dataset>_V.yaml``) unless
-``--checkpoint name=path`` gives a trained one. ``torchvision`` is torchvision's own
+``--checkpoint name=path`` gives a trained one (its row then shows the checkpoint's own model
+settings, scored on ``--data``). ``torchvision`` is torchvision's own
 ``FasterRCNN`` built from the Faster R-CNN config: same backbone, weights, input size, anchors,
 sampling and schedule. The final weights are evaluated (not the best epoch, which would be chosen
 on the test split).
@@ -22,11 +23,15 @@ included when computed by this run), inference per image (batch 1, median and 10
 percentiles over ``--images`` test images after warm-up; proposals excluded and timed
 separately), the median time of that spent in the shared backbone (what no head can save: it
 bounds how much faster one detector can be than another on the same backbone), parameters, and
-peak resident memory during inference.
+peak resident memory of the process during inference, training state released (on CUDA also the
+GPU's peak allocation).
 
 Writes in ``--out``: ``results.md`` (tables), ``results.json`` (everything, with the machine,
 torch version, git revision and date), ``pr_<detector>.png`` (PR curves per class) and
-``speed_vs_map.png``.
+``speed_vs_map.png``; the detectors train in ``--out/<detector>``. A folder that holds an earlier
+benchmark is refused unless ``--overwrite`` (its results and checkpoints are deleted; the
+proposal and feature caches, keyed by their settings, are kept). A detector that fails is
+reported and the others still run; the exit code is then 1.
 
 ``--reference earlier/results.json`` checks that this run reproduces an earlier one: results.md
 gains a table of each detector's VOC07 mAP against the earlier run's, the difference, whether it
@@ -39,6 +44,9 @@ arithmetic (e.g. bfloat16 on one machine and float32 on another) moves small tes
 from __future__ import annotations
 
 import argparse
+import ctypes
+import dataclasses
+import gc
 import json
 import logging
 import math
@@ -57,7 +65,7 @@ import torch
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import BUILTIN_DATASET, Config, config_to_dict, load_config
 from detect.engine.runtime import cpu_has_native_bfloat16
-from detect.errors import ConfigError
+from detect.errors import ConfigError, DetectError, OutputError
 from detect.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger("benchmark")
@@ -109,9 +117,33 @@ def detector_config(name: str, data: str, args: argparse.Namespace, configs_dir:
     return load_config(path, overrides + list(args.overrides)), note
 
 
+#: ``--checkpoint NAME=...``: the ``model.name`` a checkpoint for NAME must hold.
+MODEL_NAMES = {"rcnn": "rcnn", "fast_rcnn": "fast_rcnn", "faster_rcnn": "faster_rcnn", "yolo": "yolo",
+               "torchvision": "torchvision_faster_rcnn"}
+
+
+def release_memory(device: torch.device) -> None:
+    """Hand freed memory back before measuring a peak: Python's garbage, glibc's free lists (Linux)
+    and PyTorch's CUDA cache, whose peak statistics restart here."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):   # not glibc
+            pass
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 class PeakMemory:
     """Peak resident set size (bytes) of this process while the context is open (Linux /proc;
-    elsewhere the process's lifetime peak from ``resource``)."""
+    elsewhere the process's lifetime peak from ``resource``), and on CUDA the peak of PyTorch's
+    allocations on ``device`` (``gpu_peak``; None on the CPU)."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.device = device
+        self.gpu_peak: int | None = None
 
     def __enter__(self) -> "PeakMemory":
         self.peak = self._rss()
@@ -127,8 +159,8 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        if torch.cuda.is_available():
-            self.peak = max(self.peak, torch.cuda.max_memory_allocated())
+        if self.device is not None and self.device.type == "cuda":
+            self.gpu_peak = torch.cuda.max_memory_allocated(self.device)
 
     @staticmethod
     def _rss() -> int:
@@ -137,7 +169,8 @@ class PeakMemory:
                 return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             import resource
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return peak if sys.platform == "darwin" else peak * 1024   # bytes on macOS, KiB elsewhere
 
 
 def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: argparse.Namespace) -> dict:
@@ -145,7 +178,7 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
     from detect.benchmarking import Timing, backbone_timer, time_inference, time_proposals
     from detect.data.build import load_test_split
     from detect.data.transforms import TestTransforms
-    from detect.engine.checkpoint import load_detector
+    from detect.engine.checkpoint import checkpoint_config, load_detector
     from detect.engine.evaluate import predict_dataset
     from detect.engine.rcnn import train_rcnn
     from detect.engine.runtime import select_device
@@ -160,18 +193,23 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
     train_seconds = None
     if checkpoint is not None:
         model, stored = load_detector(checkpoint, device)
+        # What was trained is the checkpoint's; only the data it is scored on is this benchmark's.
+        config = dataclasses.replace(checkpoint_config(stored, checkpoint), data=config.data)
         class_names = stored["class_names"]
+        del stored   # (a last.pt holds the optimizer state too: not part of inference's memory)
     elif config.model.name == "rcnn":
         summary = train_rcnn(config, progress=progress, final_evaluation=False)
         train_seconds = summary["train_seconds"]
         model, stored = load_detector(summary["best"], device)
         class_names = stored["class_names"]
+        del stored
     else:
         started = time.perf_counter()
         trainer = Trainer(config, progress=progress, tensorboard=False)
         trainer.fit(final_evaluation=False)
         train_seconds = time.perf_counter() - started
         model, class_names = trainer.model.eval(), trainer.class_names
+        del trainer   # its optimizer and data are not part of inference's memory
     test_set = load_test_split(config.data, TestTransforms(), class_names=class_names)
     if model.uses_proposals:
         attach_proposals(test_set, config.model.proposals, progress)
@@ -181,7 +219,8 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
     area = evaluate_voc(ground_truth, detections, class_names, metric="voc")
     coco = evaluate_coco(ground_truth, detections, class_names)
     plot_precision_recall(voc07, args.out / f"pr_{name}.png", title=f"{TITLES[name]} — VOC07 mAP {voc07.map:.4f}")
-    with PeakMemory() as memory, backbone_timer(model, synchronize=device.type == "cuda") as backbone:
+    release_memory(device)
+    with PeakMemory(device) as memory, backbone_timer(model, device) as backbone:
         timing = time_inference(model, test_set, images=args.images, warmup=args.warmup, device=device,
                                 timers=[backbone])
     row = {"detector": name, "title": TITLES[name], "voc07_map": voc07.map, "voc_area_map": area.map,
@@ -190,9 +229,11 @@ def benchmark_detector(name: str, config: Config, checkpoint: str | None, args: 
            "inference_p90_ms": timing.p90, "timed_images": timing.count,
            "backbone_ms": Timing.of(backbone.per_image_ms).median,
            "parameters": sum(p.numel() for p in model.parameters()), "peak_memory_mb": memory.peak / 2 ** 20,
-           "checkpoint": checkpoint, "backbone": config.model.backbone.name, "input_size": config.model.input_size}
+           "peak_gpu_memory_mb": None if memory.gpu_peak is None else memory.gpu_peak / 2 ** 20,
+           "checkpoint": checkpoint, "backbone": config.model.backbone.name, "input_size": config.model.input_size,
+           "config": config_to_dict(config)}
     if model.uses_proposals:
-        proposals = time_proposals(test_set, config.model.proposals.selective_search, args.images)
+        proposals = time_proposals(test_set, config.model.proposals.selective_search, args.images, args.warmup)
         row.update(proposals_ms=proposals.median, proposals_p10_ms=proposals.p10, proposals_p90_ms=proposals.p90)
     return row
 
@@ -288,6 +329,63 @@ def reproduction_summary(checks: list[dict], reference: Path, tolerance: float) 
             + (f" (config differs: {', '.join(changed)})" if changed else ""))
 
 
+def _check_checkpoint_model(name: str, path: str) -> None:
+    """``--checkpoint NAME=PATH`` must hold NAME's detector (before hours of training the others)."""
+    from detect.engine.checkpoint import checkpoint_config, load_checkpoint
+
+    held = checkpoint_config(load_checkpoint(path), path).model.name
+    if held != MODEL_NAMES[name]:
+        raise ConfigError(f"--checkpoint {name}={path}: the checkpoint holds a {held} detector, not {MODEL_NAMES[name]}; "
+                          f"give it as --checkpoint <its detector>=PATH")
+
+
+def earlier_benchmark(out: Path, trained: Sequence[str], overwrite: bool) -> dict:
+    """What an earlier benchmark left in ``out``: its results files and the checkpoints in the
+    folders of the detectors this run trains (``{"results": [...], "runs": {folder: [...]}}``,
+    empty when nothing). Refused without ``overwrite``."""
+    from detect.engine.checkpoint import earlier_run
+
+    results = sorted({path.name for pattern in ("results.json", "results.md", "pr_*.png", "speed_vs_map.png")
+                      for path in out.glob(pattern)})
+    runs = {out / name: found for name in trained if (found := earlier_run(out / name, overwrite=True))}
+    if not (results or runs):
+        return {}
+    if not overwrite:
+        held = results + [f"{folder.name}/{checkpoint}" for folder, found in runs.items() for checkpoint in found]
+        shown = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
+        raise OutputError(f"holds an earlier benchmark ({shown}); start afresh with --overwrite (its results and "
+                          "checkpoints are deleted; the proposal and feature caches are kept), or choose another --out",
+                          out)
+    return {"results": results, "runs": runs}
+
+
+def remove_earlier_benchmark(out: Path, earlier: dict) -> None:
+    """--overwrite: nothing of the earlier run may be mistaken for this one's (a stale row, plot or
+    R-CNN's fine-tuned weights, which would skip stage 1 and its time)."""
+    from detect.engine.checkpoint import remove_earlier_run
+
+    for name in earlier["results"]:
+        (out / name).unlink(missing_ok=True)
+    for folder, found in earlier["runs"].items():
+        remove_earlier_run(folder, found)
+    if earlier["results"]:
+        logger.warning("--overwrite: deleted the earlier benchmark's %s in %s", ", ".join(earlier["results"]), out)
+
+
+def check_test_split(config: Config, args: argparse.Namespace) -> int:
+    """The number of test images; refuses a split with none left to time after ``--warmup``."""
+    from detect.data.build import load_test_split
+
+    count = len(load_test_split(config.data))
+    if count <= args.warmup:
+        raise ConfigError(f"the test split has {count} image(s), none left to time after --warmup {args.warmup}; "
+                          "lower --warmup or use a larger test split")
+    if count < args.warmup + args.images:
+        logger.warning("the test split has %d images: %d are timed after %d warm-up ones, not --images %d",
+                       count, count - args.warmup, args.warmup, args.images)
+    return count
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -333,13 +431,21 @@ def markdown(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         training = "loaded" if row["train_seconds"] is None else f"{row['train_seconds'] / 60:.1f} min"
+        memory = f"{row['peak_memory_mb']:.0f} MB" + (f" (GPU {row['peak_gpu_memory_mb']:.0f} MB)"
+                                                     if row.get("peak_gpu_memory_mb") is not None else "")
         proposals = (f"{row['proposals_ms']:.0f} ({row['proposals_p10_ms']:.0f}–{row['proposals_p90_ms']:.0f})"
                      if "proposals_ms" in row else "—")
         lines.append(f"| {row['title']} | {_fmt(row['voc07_map'])} | {_fmt(row['voc_area_map'])} | "
                      f"{_fmt(row['coco_ap'])} | {_fmt(row['coco_ap50'])} | {training} | "
                      f"{row['inference_ms']:.1f} ({row['inference_p10_ms']:.1f}–{row['inference_p90_ms']:.1f}) | "
                      f"{_fmt(row.get('backbone_ms'), 1)} | {proposals} | {row['parameters'] / 1e6:.2f} M | "
-                     f"{row['peak_memory_mb']:.0f} MB |")
+                     f"{memory} |")
+    timed = sorted({row["timed_images"] for row in rows if "timed_images" in row})
+    if timed:
+        lines += ["", f"Inference: batch 1, {' / '.join(map(str, timed))} test images timed after "
+                      f"{results.get('warmup', 'the')} warm-up ones; proposals excluded (timed alone on the same images)."]
+    if results.get("failed"):
+        lines += ["", "**Failed:** " + "; ".join(f"{TITLES[f['detector']]}: {f['error']}" for f in results["failed"])]
     classes = list(rows[0]["ap"]) if rows else []
     lines += ["", "Per-class AP (VOC07, IoU > 0.5):", "",
               "| class | " + " | ".join(r["title"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
@@ -404,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(e.g. mnv2: the built-in configs with ImageNet MobileNetV2)")
     parser.add_argument("--configs", type=Path, default=Path("configs"))
     parser.add_argument("--out", type=Path, help="results folder (default runs/benchmark_<dataset>[_quick])")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --out that holds an earlier benchmark (its results and checkpoints "
+                             "are deleted; caches are kept); without it such a folder is refused")
     parser.add_argument("--reference", type=Path, metavar="RESULTS_JSON",
                         help="an earlier run's results.json: report whether this run reproduces its mAPs")
     parser.add_argument("--tolerance", type=float, default=0.02,
@@ -416,12 +525,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in names if n not in DETECTORS]
     if unknown:
         raise ConfigError(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(DETECTORS)}")
+    if args.images < 1 or args.warmup < 0:
+        raise ConfigError(f"--images {args.images} --warmup {args.warmup}: time at least 1 image after 0 or more "
+                          "warm-up ones")
     checkpoints = {}
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
         if not sep or name not in DETECTORS:
             raise ConfigError(f"--checkpoint {item!r}: expected NAME=PATH with NAME one of {', '.join(DETECTORS)}")
         checkpoints[name] = path
+        _check_checkpoint_model(name, path)
     key = dataset_key(args.data)
     if args.variant and not any(config_path(n, key, args.configs, args.variant).exists() for n in names):
         raise ConfigError(f"--variant {args.variant}: no {args.configs}/<detector>_{key}_{args.variant}.yaml for "
@@ -430,10 +543,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--tolerance {args.tolerance}: must be a mAP difference of 0 or more (e.g. 0.02)")
     reference = load_reference(args.reference, key, args.quick) if args.reference else None
     args.out = args.out or Path("runs") / f"benchmark_{key}{'_quick' if args.quick else ''}"
+    earlier = earlier_benchmark(args.out, [n for n in names if n not in checkpoints], args.overwrite)
+    # Before any training: the test split is there and has images to time (this also generates the
+    # built-in data, which then is not counted in the first detector's training time).
+    test_images = check_test_split(detector_config(names[0], args.data, args, args.configs)[0], args)
+    if earlier:
+        remove_earlier_benchmark(args.out, earlier)
     started = time.perf_counter()
     results = {"dataset": key, "data": args.data, "quick": args.quick, "command": " ".join(["python", "tools/benchmark.py",
                *(argv if argv is not None else sys.argv[1:])]), "machine": machine(),
-               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rows": []}
+               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "test_images": test_images,
+               "warmup": args.warmup, "rows": [], "failed": []}
     if reference is not None:
         info = reference["machine"]
         results["reference"] = {"path": str(args.reference), "git": info.get("git", "unknown"),
@@ -444,11 +564,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         config, note = detector_config(name, args.data, args, args.configs)
         logger.info("=== %s (%s)", TITLES[name], note)
-        row = benchmark_detector(name, config, checkpoints.get(name), args)
-        row["config_note"] = note
-        row["config"] = config_to_dict(config)
-        results["rows"].append(row)
-        logger.info("%s: VOC07 mAP %.4f, %.1f ms/image", TITLES[name], row["voc07_map"], row["inference_ms"])
+        try:
+            row = benchmark_detector(name, config, checkpoints.get(name), args)
+        except (DetectError, RuntimeError, ValueError, OSError) as error:
+            # One detector's failure (bad config, out of memory, a bug) must not cost the others' hours.
+            logger.error("%s failed: %s", TITLES[name], error, exc_info=args.debug)
+            results["failed"].append({"detector": name, "error": " ".join(str(error).split())[:300]})
+            row = None
+        if row is not None:
+            row["config_note"] = note if name not in checkpoints else f"{checkpoints[name]} (loaded)"
+            results["rows"].append(row)
+            logger.info("%s: VOC07 mAP %.4f, %.1f ms/image", TITLES[name], row["voc07_map"], row["inference_ms"])
         if reference is not None:
             results["reproduction"] = reproduction(results["rows"], reference, args.tolerance)
         # Written after every detector, so a long run that stops keeps the rows already measured.
@@ -462,6 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"total wall-clock {results['total_seconds'] / 60:.1f} min; results in {args.out}")
     if reference is not None:
         print(reproduction_summary(results["reproduction"], args.reference, args.tolerance))
+    if results["failed"]:
+        print("failed: " + ", ".join(TITLES[f["detector"]] for f in results["failed"]) + " (see results.md)")
+        return 1
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +19,8 @@ from typing import Sequence
 from detect import distributed
 from detect.cli import add_common_arguments, run, setup_logging
 from detect.config import DEFAULT_CONFIG_PATH, dump_config, load_config
-from detect.errors import CheckpointError, ConfigError, OutputError
+from detect.engine.checkpoint import earlier_run, remove_earlier_run
+from detect.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger("train")
 
@@ -52,13 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(args.config, overrides)
     if args.config.resolve() == DEFAULT_CONFIG_PATH.resolve():
         _check_default_weights(config.model.backbone.weights)
-    earlier = _check_earlier_run(Path(config.train.output_dir), resume=args.resume is not None, overwrite=args.overwrite)
+    earlier = [] if args.resume is not None else earlier_run(Path(config.train.output_dir), args.overwrite,
+                                                             "continue it with --resume, ")
     ctx = distributed.init_from_environment(config.train.device)
     if not ctx.is_main:  # one voice: rank 0 logs and shows progress
         setup_logging(args.debug, quiet=True)
         args.quiet = True
     if earlier and ctx.is_main:   # --overwrite: nothing of the old run may be taken for the new one's
-        _remove_earlier_run(Path(config.train.output_dir), earlier)
+        remove_earlier_run(Path(config.train.output_dir), earlier)
     distributed.barrier()
     logger.info("effective config (%s):\n%s", args.config, dump_config(config))
     if ctx.enabled:
@@ -85,32 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"in {summary['train_seconds'] / 60:.1f} min")
     print(f"checkpoints: {summary['last']} (last), {summary['best']} (best)")
     return 0
-
-
-# What a finished or interrupted run leaves (R-CNN's fine-tuned stage 1 too): a new run would replace them.
-RUN_CHECKPOINTS = ("last.pt", "best.pt", "finetuned.pt")
-
-
-def _check_earlier_run(output_dir: Path, resume: bool, overwrite: bool) -> list[str]:
-    """Refuse to start a new run over an earlier one's checkpoints unless asked to; returns the
-    checkpoints that --overwrite is to delete."""
-    found = [name for name in RUN_CHECKPOINTS if (output_dir / name).is_file()]
-    if resume or not found:
-        return []
-    if overwrite:
-        return found
-    resume_hint = "continue it with --resume, " if "last.pt" in found else ""
-    raise OutputError(f"holds an earlier run ({', '.join(found)}); {resume_hint}start afresh with --overwrite (its "
-                      "checkpoints are deleted), or train elsewhere with train.output_dir=<folder>", output_dir)
-
-
-def _remove_earlier_run(output_dir: Path, checkpoints: list[str]) -> None:
-    """Delete what an earlier run left that a new one would not overwrite at once: an interrupted
-    new run must not leave the old best.pt or R-CNN's old finetuned.pt beside its own last.pt."""
-    for name in [*checkpoints, "summary.json"]:
-        (output_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
-    logger.warning("--overwrite: deleted the earlier run's %s in %s", ", ".join(checkpoints), output_dir)
 
 
 def _check_default_weights(weights: str | None) -> None:

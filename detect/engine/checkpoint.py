@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,44 @@ import torch
 from torch import nn
 
 from detect.config import Config, config_from_dict, config_to_dict
-from detect.errors import CheckpointError, ConfigError
+from detect.errors import CheckpointError, ConfigError, OutputError
 from detect.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "detect-checkpoint"
 VERSION = 1
+
+
+#: What a finished or interrupted run leaves in its ``train.output_dir`` (R-CNN's fine-tuned stage
+#: 1 too); a new run there would replace them.
+RUN_CHECKPOINTS = ("last.pt", "best.pt", "finetuned.pt")
+
+
+def earlier_run(output_dir: Path, overwrite: bool, resume_hint: str = "") -> list[str]:
+    """The checkpoints an earlier run left in ``output_dir`` (which ``overwrite`` allows deleting
+    with :func:`remove_earlier_run`); without ``overwrite`` they are refused.
+
+    Raises:
+        OutputError: the folder holds a run and ``overwrite`` is false; ``resume_hint`` (e.g.
+            "continue it with --resume, ") is offered when the run left a ``last.pt``.
+    """
+    found = [name for name in RUN_CHECKPOINTS if (Path(output_dir) / name).is_file()]
+    if not found or overwrite:
+        return found
+    hint = resume_hint if "last.pt" in found else ""
+    raise OutputError(f"holds an earlier run ({', '.join(found)}); {hint}start afresh with --overwrite (its "
+                      "checkpoints are deleted), or train elsewhere with train.output_dir=<folder>", output_dir)
+
+
+def remove_earlier_run(output_dir: Path, checkpoints: list[str]) -> None:
+    """Delete what an earlier run left that a new one would not overwrite at once: an interrupted
+    new run must not leave the old best.pt or R-CNN's old finetuned.pt beside its own last.pt."""
+    output_dir = Path(output_dir)
+    for name in [*checkpoints, "summary.json"]:
+        (output_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
+    logger.warning("--overwrite: deleted the earlier run's %s in %s", ", ".join(checkpoints), output_dir)
 
 
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, config: Config, class_names: list[str],

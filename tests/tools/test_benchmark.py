@@ -38,11 +38,18 @@ def test_table_with_a_trained_and_a_loaded_detector(tiny_checkpoint, tmp_path, c
         assert 0.0 < row["backbone_ms"]    # part of each image's time (the invariant: tests/test_benchmarking.py)
         assert set(row["ap"]) == {"circle", "triangle", "square", "star", "cross", "hexagon", "ring", "heart"}
     assert results["machine"]["torch"] and results["machine"]["git"]
+    assert rows["faster_rcnn"]["peak_gpu_memory_mb"] is None and rows["faster_rcnn"]["peak_memory_mb"] > 0
+    # A loaded detector's row shows what was trained: the checkpoint's model settings, not the YAML's.
+    import torch
+    assert rows["faster_rcnn"]["config"]["model"] == torch.load(tiny_checkpoint, weights_only=False)["config"]["model"]
+    assert rows["faster_rcnn"]["config_note"] == f"{tiny_checkpoint} (loaded)"
+    assert results["test_images"] == 2 and results["failed"] == []
     assert results["machine"]["cpu_bfloat16"] == cpu_has_native_bfloat16()
     table = (out / "results.md").read_text()
     assert ("native bfloat16 (configs with train.cpu_amp" if cpu_has_native_bfloat16()
             else "no native bfloat16 (CPU training in float32)") in table
     assert "| Faster R-CNN |" in table and "| YOLOv1 |" in table and "Per-class AP" in table
+    assert "Inference: batch 1, 2 test images timed after 0 warm-up ones" in table
     assert (out / "pr_yolo.png").stat().st_size > 0 and (out / "speed_vs_map.png").stat().st_size > 0
     assert results["date"].endswith("UTC")
     (check,) = results["reproduction"]
@@ -193,3 +200,67 @@ def test_reference_of_another_dataset_or_a_bad_tolerance_is_refused_before_any_w
     with pytest.raises(ConfigError, match="--tolerance -0.1: must be"):
         benchmark.main(["--reference", str(raccoon), "--tolerance", "-0.1", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+TINY = ["data.builtin.image_size=64", "data.builtin.num_trainval=4", "data.builtin.num_test=2", "data.num_workers=0",
+        "data.augmentation.max_size=64", "model.input_size=64", "model.anchors.sizes=[8,16,32]", "model.rpn.min_size=1",
+        "model.roi_head.hidden_dim=32"]
+
+
+def _loaded_faster_rcnn(tiny_checkpoint, out, warmup=0):
+    return ["--data", "builtin", "--detectors", "faster_rcnn", "--checkpoint", f"faster_rcnn={tiny_checkpoint}",
+            "--images", "1", "--warmup", str(warmup), "--out", str(out), "--quiet",
+            f"data.builtin_root={tiny_checkpoint.parent.parent / 'shapes'}", *TINY]
+
+
+def test_an_earlier_benchmark_is_refused_unless_overwritten(tiny_checkpoint, tmp_path):
+    from detect.errors import OutputError
+
+    out = tmp_path / "bench"
+    (out / "yolo").mkdir(parents=True)
+    (out / "results.json").write_text('{"rows": []}')
+    (out / "yolo" / "last.pt").write_bytes(b"an earlier run's")
+    (out / "cache").mkdir()
+    (out / "cache" / "kept.npz").write_bytes(b"cache")
+    args = ["--data", "builtin", "--detectors", "faster_rcnn,yolo", "--checkpoint", f"faster_rcnn={tiny_checkpoint}",
+            "--out", str(out)]
+    with pytest.raises(OutputError, match=r"holds an earlier benchmark \(results.json, yolo/last.pt\); start afresh "
+                                          r"with --overwrite"):
+        benchmark.main(args)
+    assert (out / "results.json").read_text() == '{"rows": []}'   # nothing touched
+    earlier = benchmark.earlier_benchmark(out, ["yolo"], overwrite=True)
+    benchmark.remove_earlier_benchmark(out, earlier)
+    assert not (out / "results.json").exists() and not (out / "yolo" / "last.pt").exists()
+    assert (out / "cache" / "kept.npz").exists()
+    # A loaded detector's folder is not this run's to judge: only results files count for it.
+    assert benchmark.earlier_benchmark(out, [], overwrite=False) == {}
+
+
+def test_checkpoint_of_another_detector_and_too_small_test_split_are_refused_before_training(tiny_checkpoint,
+                                                                                             tmp_path):
+    from detect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the checkpoint holds a faster_rcnn detector, not yolo"):
+        benchmark.main(["--detectors", "yolo", "--checkpoint", f"yolo={tiny_checkpoint}", "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match=r"the test split has 2 image\(s\), none left to time after --warmup 2"):
+        benchmark.main(_loaded_faster_rcnn(tiny_checkpoint, tmp_path / "bench", warmup=2))
+    assert not (tmp_path / "bench").exists()
+
+
+def test_a_failing_detector_is_reported_and_the_others_are_kept(tiny_checkpoint, tmp_path, monkeypatch):
+    original = benchmark.benchmark_detector
+
+    def yolo_runs_out_of_memory(name, *args):
+        if name == "yolo":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(name, *args)
+
+    monkeypatch.setattr(benchmark, "benchmark_detector", yolo_runs_out_of_memory)
+    out = tmp_path / "bench"
+    args = _loaded_faster_rcnn(tiny_checkpoint, out)
+    args[args.index("faster_rcnn")] = "yolo,faster_rcnn"
+    assert benchmark.main(args) == 1
+    results = json.loads((out / "results.json").read_text())
+    assert [row["detector"] for row in results["rows"]] == ["faster_rcnn"]   # the one after the failure ran
+    assert results["failed"] == [{"detector": "yolo", "error": "CUDA out of memory. Tried to allocate 2.00 GiB"}]
+    assert "**Failed:** YOLOv1: CUDA out of memory" in (out / "results.md").read_text()
