@@ -64,6 +64,8 @@ def build_fixtures(work: Path) -> dict[str, Path]:
                    check=True, capture_output=True, cwd=ROOT)
     subprocess.run(tool("infer", str(voc / "JPEGImages"), "--checkpoint", str(run / "best.pt"), "--out",
                         str(run / "infer"), "--quiet"), check=True, capture_output=True, cwd=ROOT)
+    (run / "benchmark").mkdir()   # stands for an earlier benchmark's results
+    (run / "benchmark" / "results.json").write_text('{"rows": []}\n')
     return {"voc": voc, "run": run}
 
 
@@ -110,6 +112,9 @@ def cases(work: Path, fx: dict[str, Path]) -> list[tuple[str, list[str]]]:
     bad_config.write_text("train:\n  epohcs: 3\n")
     corrupt_ckpt = work / "corrupt.pt"
     corrupt_ckpt.write_bytes((run / "best.pt").read_bytes()[:1000])
+    other_split = work / "dets_trainval.json"
+    other_split.write_text(json.dumps([{"image_id": f"im{i}", "category": "circle", "score": 0.9, "bbox": [4, 4, 30, 30]}
+                                       for i in (0, 3)]))
     blocker = work / "a_file"
     blocker.write_text("x")
     train = ["--quiet", *TINY]
@@ -163,6 +168,10 @@ def cases(work: Path, fx: dict[str, Path]) -> list[tuple[str, list[str]]]:
         ("detections file that is not JSON", tool("eval", "--data", str(voc), "--detections", str(bad_config))),
         ("benchmark --reference that is not a results.json",
          tool("benchmark", "--data", str(voc), "--reference", str(bad_config), "--out", str(work / "b1"))),
+        ("benchmark into the folder of an earlier benchmark, without --overwrite",
+         tool("benchmark", "--data", str(voc), "--detectors", "faster_rcnn", "--out", str(run / "benchmark"))),
+        ("eval of detections that include an image outside the split (im3; the test split is im0, im1)",
+         tool("eval", "--data", str(voc), "--split", "test", "--detections", str(other_split))),
     ]
 
 
