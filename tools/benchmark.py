@@ -343,11 +343,11 @@ def earlier_benchmark(out: Path, trained: Sequence[str], overwrite: bool) -> dic
     """What an earlier benchmark left in ``out``: its results files and the checkpoints in the
     folders of the detectors this run trains (``{"results": [...], "runs": {folder: [...]}}``,
     empty when nothing). Refused without ``overwrite``."""
-    from detect.engine.checkpoint import earlier_run
+    from detect.engine.checkpoint import run_checkpoints
 
     results = sorted({path.name for pattern in ("results.json", "results.md", "pr_*.png", "speed_vs_map.png")
                       for path in out.glob(pattern)})
-    runs = {out / name: found for name in trained if (found := earlier_run(out / name, overwrite=True))}
+    runs = {out / name: found for name in trained if (found := run_checkpoints(out / name))}
     if not (results or runs):
         return {}
     if not overwrite:

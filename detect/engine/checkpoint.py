@@ -35,6 +35,11 @@ VERSION = 1
 RUN_CHECKPOINTS = ("last.pt", "best.pt", "finetuned.pt")
 
 
+def run_checkpoints(output_dir: Path) -> list[str]:
+    """Which of :data:`RUN_CHECKPOINTS` an earlier run left in ``output_dir``."""
+    return [name for name in RUN_CHECKPOINTS if (Path(output_dir) / name).is_file()]
+
+
 def earlier_run(output_dir: Path, overwrite: bool, resume_hint: str = "") -> list[str]:
     """The checkpoints an earlier run left in ``output_dir`` (which ``overwrite`` allows deleting
     with :func:`remove_earlier_run`); without ``overwrite`` they are refused.
@@ -43,7 +48,7 @@ def earlier_run(output_dir: Path, overwrite: bool, resume_hint: str = "") -> lis
         OutputError: the folder holds a run and ``overwrite`` is false; ``resume_hint`` (e.g.
             "continue it with --resume, ") is offered when the run left a ``last.pt``.
     """
-    found = [name for name in RUN_CHECKPOINTS if (Path(output_dir) / name).is_file()]
+    found = run_checkpoints(output_dir)
     if not found or overwrite:
         return found
     hint = resume_hint if "last.pt" in found else ""
