@@ -29,7 +29,7 @@ import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detect.backbones import FoldedFrozenBatchNorm2d, FrozenBNConv2d
-from detect.benchmarking import Timing, apply_threads
+from detect.benchmark.timing import Timing, apply_threads
 from detect.cli import run
 from detect.config import load_config
 from detect.errors import ConfigError

@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from detect.benchmarking import time_inference, time_training_steps
+from detect.benchmark.timing import time_inference, time_training_steps
 from detect.cli import run
 from detect.config import load_config
 from detect.data.transforms import collate

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from detect.benchmarking import add_timing_arguments, apply_threads, time_inference
+from detect.benchmark.timing import add_timing_arguments, apply_threads, time_inference
 from detect.config import DataConfig
 from detect.data.build import load_split
 from detect.data.transforms import TestTransforms

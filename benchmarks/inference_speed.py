@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from detect.benchmarking import (Timing, add_timing_arguments, apply_threads, backbone_timer, time_inference,
+from detect.benchmark.timing import (Timing, add_timing_arguments, apply_threads, backbone_timer, time_inference,
                                  time_proposals)
 from detect.cli import run
 from detect.config import DataConfig

@@ -6,7 +6,7 @@ values unless a comment says why not. Loading is strict:
 
 * an unknown key is an error naming the key and the file (a typo never silently does nothing);
 * a value of the wrong type is an error naming the key, the expected type and the file;
-* numeric fields declare their valid range (``_ranged``), checked at load.
+* numeric fields declare their valid range, checked at load (the machinery: :mod:`detect.typed_yaml`).
 
 Command-line overrides use dotted keys with YAML values: ``train.lr=0.01``,
 ``model.anchors.sizes=[16,32,64]``, ``data.class_names=null``.
@@ -16,11 +16,7 @@ Model code never imports a global config: builders receive the sub-config they n
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -31,21 +27,12 @@ from detect.data.synthetic import SyntheticConfig
 from detect.data.transforms import AugmentationConfig
 from detect.proposals.selective_search import SelectiveSearchConfig
 from detect.errors import ConfigError
+from detect.typed_yaml import build, parse_overrides, ranged, ranged_tuple, set_dotted
 
 BUILTIN_DATASET = "builtin"
 
 #: What ``python tools/train.py`` trains without arguments (relative to the project root).
 DEFAULT_CONFIG_PATH = Path("configs/faster_rcnn_shapes_mnv2.yaml")
-
-
-def _ranged(default: Any, low: float | None = None, high: float | None = None, *,
-            low_open: bool = False, high_open: bool = False) -> Any:
-    """A dataclass field whose value (or each element of it) must lie in ``[low, high]``."""
-    return field(default=default, metadata={"range": (low, high, low_open, high_open)})
-
-
-def _tuple(*values: Any, low: float | None = None, high: float | None = None, low_open: bool = False) -> Any:
-    return field(default_factory=lambda: tuple(values), metadata={"range": (low, high, low_open, False)})
 
 
 @dataclass
@@ -68,10 +55,10 @@ class BackboneConfig:
 
     name: str = "small"
     weights: str | None = None
-    frozen_stages: int = _ranged(0, 0, 5)
+    frozen_stages: int = ranged(0, 0, 5)
     stride: int | None = None
     channels_last: bool | None = None
-    widths: tuple[int, ...] | None = _ranged(None, 1)
+    widths: tuple[int, ...] | None = ranged(None, 1)
 
 
 @dataclass
@@ -82,25 +69,25 @@ class AnchorConfig:
     Aspect ratio is height / width.
     """
 
-    sizes: tuple[float, ...] = _tuple(128.0, 256.0, 512.0, low=0, low_open=True)
-    aspect_ratios: tuple[float, ...] = _tuple(0.5, 1.0, 2.0, low=0, low_open=True)
+    sizes: tuple[float, ...] = ranged_tuple(128.0, 256.0, 512.0, low=0, low_open=True)
+    aspect_ratios: tuple[float, ...] = ranged_tuple(0.5, 1.0, 2.0, low=0, low_open=True)
 
 
 @dataclass
 class RPNConfig:
     """Region Proposal Network (Faster R-CNN §3.1); defaults are the paper's."""
 
-    positive_iou: float = _ranged(0.7, 0, 1)
-    negative_iou: float = _ranged(0.3, 0, 1)
-    batch_size_per_image: int = _ranged(256, 1)
-    positive_fraction: float = _ranged(0.5, 0, 1, low_open=True)
-    smooth_l1_sigma: float = _ranged(3.0, 0, low_open=True)
-    nms_iou: float = _ranged(0.7, 0, 1)
-    pre_nms_top_n_train: int = _ranged(12000, 1)
-    post_nms_top_n_train: int = _ranged(2000, 1)
-    pre_nms_top_n_test: int = _ranged(6000, 1)
-    post_nms_top_n_test: int = _ranged(300, 1)
-    min_size: float = _ranged(16.0, 0)
+    positive_iou: float = ranged(0.7, 0, 1)
+    negative_iou: float = ranged(0.3, 0, 1)
+    batch_size_per_image: int = ranged(256, 1)
+    positive_fraction: float = ranged(0.5, 0, 1, low_open=True)
+    smooth_l1_sigma: float = ranged(3.0, 0, low_open=True)
+    nms_iou: float = ranged(0.7, 0, 1)
+    pre_nms_top_n_train: int = ranged(12000, 1)
+    post_nms_top_n_train: int = ranged(2000, 1)
+    pre_nms_top_n_test: int = ranged(6000, 1)
+    post_nms_top_n_test: int = ranged(300, 1)
+    min_size: float = ranged(16.0, 0)
 
 
 @dataclass
@@ -108,18 +95,18 @@ class RoIHeadConfig:
     """Region-of-interest head shared by Fast and Faster R-CNN (Fast R-CNN §2)."""
 
     pooler: Literal["align", "pool"] = "align"
-    pool_size: int = _ranged(7, 1)
-    sampling_ratio: int = _ranged(2, 0)
-    hidden_dim: int = _ranged(1024, 1)
-    foreground_iou: float = _ranged(0.5, 0, 1)
-    background_iou_low: float = _ranged(0.0, 0, 1)
-    batch_size_per_image: int = _ranged(128, 1)
-    positive_fraction: float = _ranged(0.25, 0, 1, low_open=True)
-    box_weights: tuple[float, ...] = _tuple(10.0, 10.0, 5.0, 5.0, low=0, low_open=True)
-    smooth_l1_sigma: float = _ranged(1.0, 0, low_open=True)
-    score_threshold: float = _ranged(0.05, 0, 1)
-    nms_iou: float = _ranged(0.3, 0, 1)
-    detections_per_image: int = _ranged(100, 1)
+    pool_size: int = ranged(7, 1)
+    sampling_ratio: int = ranged(2, 0)
+    hidden_dim: int = ranged(1024, 1)
+    foreground_iou: float = ranged(0.5, 0, 1)
+    background_iou_low: float = ranged(0.0, 0, 1)
+    batch_size_per_image: int = ranged(128, 1)
+    positive_fraction: float = ranged(0.25, 0, 1, low_open=True)
+    box_weights: tuple[float, ...] = ranged_tuple(10.0, 10.0, 5.0, 5.0, low=0, low_open=True)
+    smooth_l1_sigma: float = ranged(1.0, 0, low_open=True)
+    score_threshold: float = ranged(0.05, 0, 1)
+    nms_iou: float = ranged(0.3, 0, 1)
+    detections_per_image: int = ranged(100, 1)
 
 
 @dataclass
@@ -151,22 +138,22 @@ class YOLOConfig:
         detections_per_image: cap on the detections kept per image.
     """
 
-    grid_size: int = _ranged(7, 1)
-    boxes_per_cell: int = _ranged(2, 1)
-    conv_channels: tuple[int, ...] = _tuple(1024, 1024, low=1)
-    first_conv_stride: int = _ranged(2, 1)
-    hidden_dim: int = _ranged(4096, 1)
-    dropout: float = _ranged(0.5, 0, 1, high_open=True)
-    leaky_slope: float = _ranged(0.1, 0, 1)
+    grid_size: int = ranged(7, 1)
+    boxes_per_cell: int = ranged(2, 1)
+    conv_channels: tuple[int, ...] = ranged_tuple(1024, 1024, low=1)
+    first_conv_stride: int = ranged(2, 1)
+    hidden_dim: int = ranged(4096, 1)
+    dropout: float = ranged(0.5, 0, 1, high_open=True)
+    leaky_slope: float = ranged(0.1, 0, 1)
     local_head: bool = False
-    local_hidden: int = _ranged(0, 0)
-    lambda_coord: float = _ranged(5.0, 0)
-    lambda_noobj: float = _ranged(0.5, 0)
-    noobj_ignore_iou: float = _ranged(1.0, 0, 1)
+    local_hidden: int = ranged(0, 0)
+    lambda_coord: float = ranged(5.0, 0)
+    lambda_noobj: float = ranged(0.5, 0)
+    noobj_ignore_iou: float = ranged(1.0, 0, 1)
     class_loss: Literal["sse", "softmax"] = "sse"
-    score_threshold: float = _ranged(0.05, 0, 1)
-    nms_iou: float = _ranged(0.5, 0, 1)
-    detections_per_image: int = _ranged(100, 1)
+    score_threshold: float = ranged(0.05, 0, 1)
+    nms_iou: float = ranged(0.5, 0, 1)
+    detections_per_image: int = ranged(100, 1)
 
 
 @dataclass
@@ -202,28 +189,28 @@ class RCNNConfig:
         feature_cache_dir: where stage 2 stores the features of every training proposal.
     """
 
-    crop_size: int = _ranged(227, 8)
-    context_pad: int = _ranged(16, 0)
-    feature_dim: int = _ranged(4096, 1)
-    pool_size: int = _ranged(1, 1)
-    batch_size_per_image: int = _ranged(64, 1)
-    positive_fraction: float = _ranged(0.25, 0, 1, low_open=True)
-    foreground_iou: float = _ranged(0.5, 0, 1)
-    svm_c: float = _ranged(1e-3, 0, low_open=True)
-    svm_positive_weight: float = _ranged(2.0, 0, low_open=True)
-    svm_bias: float = _ranged(10.0, 0, low_open=True)
-    svm_negative_iou: float = _ranged(0.3, 0, 1)
+    crop_size: int = ranged(227, 8)
+    context_pad: int = ranged(16, 0)
+    feature_dim: int = ranged(4096, 1)
+    pool_size: int = ranged(1, 1)
+    batch_size_per_image: int = ranged(64, 1)
+    positive_fraction: float = ranged(0.25, 0, 1, low_open=True)
+    foreground_iou: float = ranged(0.5, 0, 1)
+    svm_c: float = ranged(1e-3, 0, low_open=True)
+    svm_positive_weight: float = ranged(2.0, 0, low_open=True)
+    svm_bias: float = ranged(10.0, 0, low_open=True)
+    svm_negative_iou: float = ranged(0.3, 0, 1)
     hard_threshold: float = -1.0001
     evict_threshold: float = -1.2
-    retrain_every: int = _ranged(2000, 1)
-    feature_norm: float = _ranged(20.0, 0, low_open=True)
-    regression_iou: float = _ranged(0.6, 0, 1)
-    regression_lambda: float = _ranged(1000.0, 0)
-    score_threshold: float = _ranged(0.05, 0, 1)
-    nms_iou: float = _ranged(0.3, 0, 1)
-    detections_per_image: int = _ranged(100, 1)
-    max_proposals: int = _ranged(2000, 1)
-    crops_per_batch: int = _ranged(256, 1)
+    retrain_every: int = ranged(2000, 1)
+    feature_norm: float = ranged(20.0, 0, low_open=True)
+    regression_iou: float = ranged(0.6, 0, 1)
+    regression_lambda: float = ranged(1000.0, 0)
+    score_threshold: float = ranged(0.05, 0, 1)
+    nms_iou: float = ranged(0.3, 0, 1)
+    detections_per_image: int = ranged(100, 1)
+    max_proposals: int = ranged(2000, 1)
+    crops_per_batch: int = ranged(256, 1)
     feature_cache_dir: str = "cache/features"
 
 
@@ -239,7 +226,7 @@ class ProposalConfig:
 
     selective_search: SelectiveSearchConfig = field(default_factory=SelectiveSearchConfig)
     cache_dir: str = "cache/proposals"
-    workers: int = _ranged(2, 1)
+    workers: int = ranged(2, 1)
 
 
 @dataclass
@@ -257,7 +244,7 @@ class ModelConfig:
     """
 
     name: str = "faster_rcnn"
-    input_size: int = _ranged(600, 32)
+    input_size: int = ranged(600, 32)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
@@ -295,7 +282,7 @@ class DataConfig:
     image_root: str | None = None
     train_difficult: bool = True
     on_invalid: Literal["error", "skip"] = "error"
-    num_workers: int = _ranged(2, 0)
+    num_workers: int = ranged(2, 0)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
 
@@ -326,26 +313,26 @@ class TrainConfig:
         checkpoint_every: iterations between mid-epoch ``last`` checkpoints (0: only at epoch ends).
     """
 
-    epochs: int = _ranged(12, 1)
-    batch_size: int = _ranged(2, 1)
+    epochs: int = ranged(12, 1)
+    batch_size: int = ranged(2, 1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = _ranged(0.01, 0, low_open=True)
-    momentum: float = _ranged(0.9, 0, 1)
-    weight_decay: float = _ranged(1e-4, 0)
-    warmup_iters: int = _ranged(100, 0)
-    warmup_factor: float = _ranged(0.001, 0, 1, low_open=True)
+    lr: float = ranged(0.01, 0, low_open=True)
+    momentum: float = ranged(0.9, 0, 1)
+    weight_decay: float = ranged(1e-4, 0)
+    warmup_iters: int = ranged(100, 0)
+    warmup_factor: float = ranged(0.001, 0, 1, low_open=True)
     schedule: Literal["cosine", "step"] = "cosine"
-    milestones: tuple[int, ...] = _tuple(low=1)
-    gamma: float = _ranged(0.1, 0, 1, low_open=True)
-    clip_grad_norm: float = _ranged(10.0, 0)
-    eval_every: int = _ranged(1, 0)
-    seed: int = _ranged(0, 0)
+    milestones: tuple[int, ...] = ranged_tuple(low=1)
+    gamma: float = ranged(0.1, 0, 1, low_open=True)
+    clip_grad_norm: float = ranged(10.0, 0)
+    eval_every: int = ranged(1, 0)
+    seed: int = ranged(0, 0)
     output_dir: str = "runs/default"
     device: str = "auto"
     amp: bool = True
     cpu_amp: bool = False
-    log_every: int = _ranged(20, 1)
-    checkpoint_every: int = _ranged(0, 0)
+    log_every: int = ranged(20, 1)
+    checkpoint_every: int = ranged(0, 0)
 
 
 @dataclass
@@ -357,133 +344,6 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
-
-
-def _type_name(kind: Any) -> str:
-    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
-
-
-def _convert(value: Any, kind: Any, key: str, source: str) -> Any:
-    """Check/convert a YAML value to the annotated type ``kind``; raise ConfigError naming ``key``."""
-    origin = typing.get_origin(kind)
-    args = typing.get_args(kind)
-
-    def fail(expected: str) -> ConfigError:
-        return ConfigError(f"key {key!r} is {value!r}; expected {expected}", source)
-
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise fail(f"a mapping of {kind.__name__} settings")
-        return _build(kind, value, source, key + ".")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _convert(value, option, key, source)
-            except ConfigError as error:
-                errors.append(error)
-        raise fail(" or ".join(_type_name(a) for a in args))
-    if origin is Literal:
-        if value not in args:
-            raise fail("one of " + ", ".join(repr(a) for a in args))
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise fail(f"a list of {_type_name(args[0])}")
-        if origin is tuple and Ellipsis not in args and len(value) != len(args):
-            raise fail(f"a list of {len(args)} {_type_name(args[0])}s")
-        items = [_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
-        if not math.isfinite(value):
-            raise fail("a finite number")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
-    raise fail(_type_name(kind))
-
-
-def _check_range(value: Any, spec: tuple, key: str, source: str) -> None:
-    low, high, low_open, high_open = spec
-    values = value if isinstance(value, (tuple, list)) else [value]
-    for item in values:
-        if item is None:
-            continue
-        too_low = low is not None and (item <= low if low_open else item < low)
-        too_high = high is not None and (item >= high if high_open else item > high)
-        if too_low or too_high:
-            left = "(" if low_open else "["
-            right = ")" if high_open else "]"
-            bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-            raise ConfigError(f"key {key!r} is {value!r}; it must lie in {bounds}", source)
-
-
-def _build(cls: type, data: dict, source: str, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown key {prefix + str(key)!r}{hint}; valid keys here: "
-                              f"{', '.join(fields)}", source)
-    kwargs = {}
-    for name, value in data.items():
-        key = prefix + name
-        kwargs[name] = _convert(value, hints[name], key, source)
-        if "range" in fields[name].metadata:
-            _check_range(kwargs[name], fields[name].metadata["range"], key, source)
-    try:
-        return cls(**kwargs)
-    except ConfigError as error:   # a section's own cross-field checks (__post_init__): name the file
-        if error.path is not None:
-            raise
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {error.reason}", source) from None
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted!r}: {part!r} is not a section", source)
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
-    """Parse ``key.sub=value`` strings; values are YAML (``0.01``, ``[1, 2]``, ``null``, ``true``)."""
-    parsed = []
-    for text in overrides:
-        key, sep, raw = text.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {text!r} must look like key.sub=value", "command line")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        parsed.append((key.strip(), value))
-    return parsed
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -508,11 +368,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError("a config file must be a mapping of sections (data, model, train)", path)
         tree = loaded or {}
-    config = _build(Config, tree, source)
+    config = build(Config, tree, source)
     if overrides:
         for key, value in parse_overrides(overrides):
-            _set_dotted(tree, key, value, "command line")
-        config = _build(Config, tree, f"{source} + command line overrides")
+            set_dotted(tree, key, value, "command line")
+        config = build(Config, tree, f"{source} + command line overrides")
     _check_consistency(config, source)
     return config
 
@@ -553,7 +413,7 @@ def config_to_dict(config: Any) -> dict:
 
 def config_from_dict(data: dict, source: str = "checkpoint") -> Config:
     """Rebuild a :class:`Config` saved with :func:`config_to_dict`."""
-    return _build(Config, data, source)
+    return build(Config, data, source)
 
 
 def dump_config(config: Config) -> str:

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from detect.benchmarking import CallTimer, backbone_timer, time_inference
+from detect.benchmark.timing import CallTimer, backbone_timer, time_inference
 from detect.config import load_config
 from detect.models import build_detector
 from tests.models.helpers import tiny_batch

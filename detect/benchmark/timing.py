@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmark scripts (never used by tests: timings are noisy)."""
+"""Timing helpers shared by the benchmark and the benchmark scripts (tests check their bookkeeping, never
+their speed: timings are noisy)."""
 
 from __future__ import annotations
 
