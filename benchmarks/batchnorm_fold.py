@@ -4,7 +4,7 @@
                                         [--warmup 3] [--threads N]
 
 Pretrained backbones fold each frozen BatchNorm into the convolution feeding it
-(:class:`detect.backbones.FrozenBNConv2d`). This builds the config's detector (with its backbone
+(:class:`detect.frozen_batchnorm.FrozenBNConv2d`). This builds the config's detector (with its backbone
 weights) and an unfolded copy — the same modules turned back into a plain ``Conv2d`` followed by
 ``FrozenBatchNorm2d`` — checks that both compute the same features, then times, alternating the
 two so that the machine's drift hits both alike:
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detect.backbones import FoldedFrozenBatchNorm2d, FrozenBNConv2d
+from detect.frozen_batchnorm import FoldedFrozenBatchNorm2d, FrozenBNConv2d
 from detect.benchmark.timing import Timing, apply_threads
 from detect.cli import run
 from detect.config import load_config

@@ -129,7 +129,7 @@ def test_frozen_batchnorm_is_folded_into_its_convolution_with_the_same_outputs_g
     import torchvision
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    from detect.backbones import FoldedFrozenBatchNorm2d, FrozenBNConv2d
+    from detect.frozen_batchnorm import FoldedFrozenBatchNorm2d, FrozenBNConv2d
 
     torch.manual_seed(0)
     network = save_weights_with_live_batchnorm(getattr(torchvision.models, name)(), tmp_path / "w.pth")

@@ -147,11 +147,11 @@ def test_channels_last_backbone_exports_the_same_detections(tmp_path):
 
 
 def test_pretrained_backbone_with_folded_batchnorm_exports_the_same_detections(tmp_path):
-    # Pretrained backbones fold their frozen BatchNorm into the convolutions (detect.backbones.FrozenBNConv2d):
+    # Pretrained backbones fold their frozen BatchNorm into the convolutions (detect.frozen_batchnorm.FrozenBNConv2d):
     # the traced graph must carry the fold, with BatchNorm terms that are not the identity.
     import torchvision
 
-    from detect.backbones import FrozenBNConv2d
+    from detect.frozen_batchnorm import FrozenBNConv2d
     from tests.models.helpers import save_weights_with_live_batchnorm
 
     save_weights_with_live_batchnorm(torchvision.models.mobilenet_v2(), tmp_path / "w.pth")

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detect.backbones import FrozenBNConv2d
+from detect.frozen_batchnorm import FrozenBNConv2d
 from detect.config import load_config
 from detect.engine.checkpoint import load_detector, save_checkpoint
 from detect.models import build_detector
