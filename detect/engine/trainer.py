@@ -19,15 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from detect import distributed
@@ -35,11 +33,13 @@ from detect.config import Config, TrainConfig, dump_config
 from detect.data.build import build_datasets
 from detect.data.dataset import DetectionDataset
 from detect.data.transforms import collate
+from detect.engine.batches import EpochBatches, batches_per_epoch
 from detect.engine.checkpoint import checkpoint_config, load_checkpoint, load_matching_weights, save_checkpoint
 from detect.engine.evaluate import evaluate_detector
 from detect.engine.history import TrainingLog
 from detect.engine.runtime import autocast_dtype, rng_state, seed_everything, select_device, set_rng_state
 from detect.engine.schedule import lr_factor
+from detect.engine.stop_signals import StopSignal, ignore_stop_signals
 from detect.errors import CheckpointError, ConfigError, DetectError
 from detect.io import atomic_write_json, atomic_write_text, make_output_dir
 from detect.models import build_detector
@@ -53,72 +53,6 @@ class TrainingDiverged(DetectError):
 
 class TrainingInterrupted(DetectError):
     """SIGINT/SIGTERM arrived; ``last.pt`` holds the state at the interruption."""
-
-
-def batches_per_epoch(size: int, batch_size: int, world_size: int = 1) -> int:
-    """Global batches in an epoch; with several processes a last batch smaller than their number
-    is dropped (some process would have no image)."""
-    full, rest = divmod(size, batch_size)
-    return full + (1 if rest >= world_size else 0)
-
-
-class EpochBatches(Sampler[list[int]]):
-    """The batches of one epoch: a permutation of ``range(size)`` fixed by ``(seed, epoch)``, cut
-    into global batches of ``batch_size``, from batch ``start`` on.
-
-    With ``world_size`` processes, each global batch is split into contiguous shares
-    (:func:`detect.distributed.share`) and this sampler yields share ``rank``: the union over
-    ranks is the single-process batch, whatever the number of processes.
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0,
-                 rank: int = 0, world_size: int = 1):
-        self.size, self.batch_size, self.seed, self.epoch, self.start = size, batch_size, seed, epoch, start
-        self.rank, self.world_size = rank, world_size
-
-    def order(self) -> list[int]:
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
-        return torch.randperm(self.size, generator=generator).tolist()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = self.order()
-        for index in range(self.start, batches_per_epoch(self.size, self.batch_size, self.world_size)):
-            batch = order[index * self.batch_size:(index + 1) * self.batch_size]
-            yield distributed.share(batch, self.rank, self.world_size)
-
-    def __len__(self) -> int:
-        return batches_per_epoch(self.size, self.batch_size, self.world_size) - self.start
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGINT/SIGTERM to the training process, which saves ``last.pt`` at the
-    next iteration (torchrun and a terminal send the signal to the whole process group)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class _StopSignal:
-    """Turns SIGINT/SIGTERM into a flag checked between iterations (a second signal aborts)."""
-
-    def __init__(self):
-        self.received: str | None = None
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        logger.warning("%s received: saving last.pt at the end of this iteration (again to abort)", self.received)
-
-    def __enter__(self):
-        with contextlib.suppress(ValueError):  # not in the main thread: no handlers
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -243,7 +177,7 @@ class Trainer:
         sampler = EpochBatches(len(self.train_set), self.config.train.batch_size, self.config.train.seed, epoch,
                                start_batch, self.dist.rank, self.dist.world_size)
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
-                          num_workers=self.config.data.num_workers, worker_init_fn=_ignore_stop_signals,
+                          num_workers=self.config.data.num_workers, worker_init_fn=ignore_stop_signals,
                           generator=torch.Generator().manual_seed(self.config.train.seed + epoch))
 
     def _interrupted(self, reason: str, history: TrainingLog) -> TrainingInterrupted:
@@ -253,7 +187,7 @@ class Trainer:
         return TrainingInterrupted(f"{reason or 'a signal to another process'}: stopped at iteration {self.iteration}; last.pt saved — "
                                    "continue with --resume", self.output_dir / "last.pt")
 
-    def _batches(self, stop: _StopSignal, history: TrainingLog) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
+    def _batches(self, stop: StopSignal, history: TrainingLog) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
         """The remaining batches of the current epoch.
 
         Ctrl-C reaches the loader's worker processes too, which then exit; once a stop was
@@ -310,7 +244,7 @@ class Trainer:
         running: dict[str, float] = {}
         self.model.train()
         try:
-            with _StopSignal() as stop, bar:
+            with StopSignal() as stop, bar:
                 while self.epoch < config.epochs and self.iteration < end:
                     self.train_set.set_epoch(self.epoch)
                     with contextlib.closing(self._batches(stop, history)) as batches:   # closed on break or error

@@ -25,7 +25,8 @@ import torch.multiprocessing as mp
 from detect.config import load_config
 from detect.distributed import DistributedBatchNorm2d, share
 from detect.engine.checkpoint import load_checkpoint
-from detect.engine.trainer import EpochBatches, Trainer, batches_per_epoch
+from detect.engine.batches import EpochBatches, batches_per_epoch
+from detect.engine.trainer import Trainer
 from tests.engine.test_kill_resume import COMMON, DETECTORS
 
 ROOT = Path(__file__).resolve().parents[2]
