@@ -91,6 +91,30 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
     check_policy(on_invalid)
     content = read_coco_json(json_path)
     image_root = default_image_root(json_path) if image_root is None else Path(image_root)
+    categories = _categories(content, json_path)
+    if class_names is None:
+        class_names = [categories[key] for key in sorted(categories)]
+    class_to_index = {name: i for i, name in enumerate(class_names)}
+    objects_per_image, skipped_objects = _objects_per_image(content, categories, json_path, on_invalid)
+    annotations: list[Annotation] = []
+    skipped_images = 0
+    for index, image in enumerate(content["images"]):
+        try:
+            annotation, dropped = _image_annotation(index, image, image_root, objects_per_image[image["id"]],
+                                                    class_to_index, json_path, on_invalid)
+        except DataError:
+            if on_invalid == "error":
+                raise
+            skipped_images += 1
+            continue
+        skipped_objects += dropped
+        annotations.append(annotation)
+    log_skipped(str(json_path), skipped_images, skipped_objects)
+    return DetectionDataset(annotations, class_names, transforms, name=json_path.stem)
+
+
+def _categories(content: dict, json_path: Path) -> dict[int, str]:
+    """Category id → name; two categories of one name are an error."""
     categories = {}
     for index, category in enumerate(content["categories"]):
         name = _require(category, "name", str, json_path, f"category #{index}")
@@ -98,11 +122,15 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
             raise DataError(f"category #{index} (id {category['id']}) has the name {name!r} of another category; "
                             "give each category its own name", json_path)
         categories[category["id"]] = name
-    if class_names is None:
-        class_names = [categories[key] for key in sorted(categories)]
-    class_to_index = {name: i for i, name in enumerate(class_names)}
+    return categories
+
+
+def _objects_per_image(content: dict, categories: dict[int, str], json_path: Path,
+                       on_invalid: str) -> tuple[dict[int, list[RawObject]], int]:
+    """Every image id's annotations as raw objects (boxes ``[x, y, width, height]`` turned into corner
+    form, not yet checked against the image), and how many annotations were skipped as malformed."""
     objects_per_image: dict[int, list[RawObject]] = {image["id"]: [] for image in content["images"]}
-    skipped_objects = 0
+    skipped = 0
     for index, entry in enumerate(content["annotations"]):
         where = f"annotation #{index} (id {entry['id']})"
         try:
@@ -120,7 +148,7 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
         except DataError:
             if on_invalid == "error":
                 raise
-            skipped_objects += 1
+            skipped += 1
             continue
         x, y, width, height = (float(v) for v in bbox)
         box = (x, y, x + width, y + height) if math.isfinite(width + height) else (x, y, math.nan, math.nan)
@@ -129,29 +157,19 @@ def load_coco(json_path: str | os.PathLike, image_root: str | os.PathLike | None
         objects_per_image[image_id].append(RawObject(categories[category_id], box, bool(entry.get("iscrowd", 0)),
                                                      ref=f"annotation id {entry['id']} of image id {image_id}",
                                                      area=area))
-    annotations: list[Annotation] = []
-    skipped_images = 0
-    for index, image in enumerate(content["images"]):
-        try:
-            file_name = _require(image, "file_name", str, json_path, f"image #{index} (id {image['id']})")
-            declared = None
-            if "width" in image and "height" in image:
-                declared = (image["width"], image["height"])
-            image_path = image_root / file_name
-            if not image_path.exists():
-                raise DataError(f"image #{index} (id {image['id']}): {file_name!r} not found in {image_root}; set "
-                                "data.image_root (tools/eval.py: --image-root) to the folder holding the images",
-                                json_path)
-            width, height = check_image(image_path, declared, json_path)
-            annotation, dropped = build_annotation(str(image["id"]), image_path, width, height,
-                                                   objects_per_image[image["id"]], class_to_index,
-                                                   json_path, on_invalid)
-        except DataError:
-            if on_invalid == "error":
-                raise
-            skipped_images += 1
-            continue
-        skipped_objects += dropped
-        annotations.append(annotation)
-    log_skipped(str(json_path), skipped_images, skipped_objects)
-    return DetectionDataset(annotations, class_names, transforms, name=json_path.stem)
+    return objects_per_image, skipped
+
+
+def _image_annotation(index: int, image: dict, image_root: Path, objects: list[RawObject],
+                      class_to_index: dict[str, int], json_path: Path, on_invalid: str) -> tuple[Annotation, int]:
+    """Image entry ``#index`` checked against its file on disk, with its objects: the annotation and
+    how many of its objects were dropped under ``on_invalid="skip"``."""
+    file_name = _require(image, "file_name", str, json_path, f"image #{index} (id {image['id']})")
+    declared = (image["width"], image["height"]) if "width" in image and "height" in image else None
+    image_path = image_root / file_name
+    if not image_path.exists():
+        raise DataError(f"image #{index} (id {image['id']}): {file_name!r} not found in {image_root}; set "
+                        "data.image_root (tools/eval.py: --image-root) to the folder holding the images", json_path)
+    width, height = check_image(image_path, declared, json_path)
+    return build_annotation(str(image["id"]), image_path, width, height, objects, class_to_index, json_path,
+                            on_invalid)
