@@ -24,7 +24,8 @@ from detect.errors import ConfigError
 
 def ranged(default: Any, low: float | None = None, high: float | None = None, *,
            low_open: bool = False, high_open: bool = False) -> Any:
-    """A dataclass field whose value (or each element of it) must lie in ``[low, high]``."""
+    """A dataclass field whose value (or each element of it) must lie in ``[low, high]``; an end is
+    open with ``low_open`` / ``high_open``, absent when None."""
     return field(default=default, metadata={"range": (low, high, low_open, high_open)})
 
 
@@ -34,6 +35,9 @@ def ranged_tuple(*values: Any, low: float | None = None, high: float | None = No
 
 
 def _type_name(kind: Any) -> str:
+    """The type as a YAML user knows it: ``None`` is YAML's ``null``."""
+    if kind is type(None):
+        return "null"
     return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
 
 

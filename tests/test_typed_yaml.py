@@ -35,8 +35,8 @@ def test_values_are_converted_and_defaults_kept():
     ({"modes": "fast"}, "unknown key 'modes' (did you mean 'mode'?); valid keys here: mode, limit"),
     ({"inner": {"sise": 2}}, "unknown key 'inner.sise' (did you mean 'size'?)"),
     ({"mode": "slow"}, "key 'mode' is 'slow'; expected one of 'fast', 'quality'"),
-    ({"limit": "3"}, "key 'limit' is '3'; expected int or NoneType"),
-    ({"limit": True}, "expected int or NoneType"),                 # a YAML boolean is not a count
+    ({"limit": "3"}, "key 'limit' is '3'; expected int or null"),
+    ({"limit": True}, "expected int or null"),                     # a YAML boolean is not a count
     ({"rate": 1}, "key 'rate' is 1.0; it must lie in [0, 1)"),     # the open upper bound
     ({"rate": float("nan")}, "expected a finite number"),
     ({"pair": [1, 2, 3]}, "key 'pair' is [1, 2, 3]; expected a list of 2 ints"),
@@ -48,6 +48,27 @@ def test_each_rule_is_a_one_line_error_naming_the_key_and_the_file(data, message
     with pytest.raises(ConfigError, match="^x.yaml: ") as error:
         build(Outer, data, "x.yaml")
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@dataclass
+class Window:
+    low: int = 0
+    high: int = 1
+
+    def __post_init__(self):
+        if self.low >= self.high:
+            raise ConfigError(f"low ({self.low}) must be below high ({self.high})")
+
+
+@dataclass
+class Plot:
+    window: Window = field(default_factory=Window)
+
+
+def test_a_sections_own_check_names_the_section_and_the_file():
+    with pytest.raises(ConfigError) as error:
+        build(Plot, {"window": {"low": 3, "high": 2}}, "x.yaml")
+    assert str(error.value) == "x.yaml: window: low (3) must be below high (2)"
 
 
 def test_overrides_are_yaml_values_set_at_dotted_keys():

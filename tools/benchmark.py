@@ -54,7 +54,6 @@ from detect.benchmark import DETECTORS, TITLES, BenchmarkOptions, run_benchmark
 from detect.benchmark.report import markdown
 from detect.benchmark.reproduction import reproduction_summary
 from detect.cli import add_common_arguments, run, setup_logging
-from detect.config import BUILTIN_DATASET
 from detect.errors import ConfigError
 
 
@@ -70,26 +69,27 @@ def parse_checkpoints(items: Sequence[str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    defaults = BenchmarkOptions()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=BUILTIN_DATASET, help="'builtin', a VOC folder or a COCO JSON")
-    parser.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated subset of %(default)s")
+    parser.add_argument("--data", default=defaults.data, help="'builtin', a VOC folder or a COCO JSON")
+    parser.add_argument("--detectors", default=",".join(defaults.detectors), help="comma-separated subset of %(default)s")
     parser.add_argument("--backbone", help="override every detector's backbone")
     parser.add_argument("--weights", help="override every detector's backbone weights")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="use this trained checkpoint for detector NAME instead of training it")
     parser.add_argument("--quick", action="store_true", help="small built-in dataset and shortened schedules")
-    parser.add_argument("--images", type=int, default=20, help="test images timed (default %(default)s)")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--images", type=int, default=defaults.images, help="test images timed (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument("--variant", help="prefer configs/<detector>_<dataset>_<VARIANT>.yaml where it exists "
                         "(e.g. mnv2: the built-in configs with ImageNet MobileNetV2)")
-    parser.add_argument("--configs", type=Path, default=Path("configs"))
+    parser.add_argument("--configs", type=Path, default=defaults.configs)
     parser.add_argument("--out", type=Path, help="results folder (default runs/benchmark_<dataset>[_quick])")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in an --out that holds an earlier benchmark (its results and checkpoints "
                              "are deleted; caches are kept); without it such a folder is refused")
     parser.add_argument("--reference", type=Path, metavar="RESULTS_JSON",
                         help="an earlier run's results.json: report whether this run reproduces its mAPs")
-    parser.add_argument("--tolerance", type=float, default=0.02,
+    parser.add_argument("--tolerance", type=float, default=defaults.tolerance,
                         help="largest mAP difference from --reference that counts as reproduced (default %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to every detector's config")
     add_common_arguments(parser)

@@ -1,10 +1,6 @@
 """Does a benchmark run reproduce an earlier one? Each detector's VOC07 mAP against the earlier
-run's ``results.json``, within a tolerance, with the config keys that differ between the two.
-
-Training on the CPU with a fixed seed is deterministic, so the same revision on the same kind of
-machine gives the same mAPs; a change of code, config or floating-point arithmetic (e.g. bfloat16
-on one machine and float32 on another) moves small test splits by more.
-"""
+run's ``results.json``, within a tolerance, with the config keys that differ between the two
+(``tools/benchmark.py --reference``; its ``--help`` says what to expect between runs)."""
 
 from __future__ import annotations
 

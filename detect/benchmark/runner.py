@@ -1,14 +1,6 @@
 """Run the benchmark: train (or load) each detector with its config for the data, evaluate it on
-the test split, time it, and write the results after every detector.
-
-Each detector is trained with ``configs/<detector>_<dataset>.yaml`` (``<dataset>`` is ``shapes``
-for the built-in data, else the dataset folder's name; without such a file, the detector's
-raccoon recipe — MobileNetV2 ImageNet weights — is used with the data replaced; a ``variant`` V
-prefers ``configs/<detector>_<dataset>_V.yaml``) unless a checkpoint is given for it (its row
-then shows the checkpoint's own model settings, scored on the benchmark's data). ``torchvision``
-is torchvision's own ``FasterRCNN`` built from the Faster R-CNN config: same backbone, weights,
-input size, anchors, sampling and schedule. The final weights are evaluated (not the best epoch,
-which would be chosen on the test split).
+the test split, time it, and write the results after every detector. What each column means and
+how configs are chosen: ``python tools/benchmark.py --help``.
 """
 
 from __future__ import annotations
@@ -74,17 +66,20 @@ class BenchmarkOptions:
         return Path(self.out) if self.out else Path("runs") / f"benchmark_{self.dataset}{'_quick' if self.quick else ''}"
 
     def check(self) -> None:
-        """Every choice that can be judged before any work, each a one-line ``ConfigError``."""
+        """The options themselves, each a one-line ``ConfigError`` (run_benchmark then checks the
+        reference, ``--out``, every detector's config and the test split, all before any training)."""
+        if not self.detectors:
+            raise ConfigError(f"--detectors is empty; choose from {', '.join(DETECTORS)}")
         unknown = [name for name in self.detectors if name not in DETECTORS]
-        if unknown or not self.detectors:
-            raise ConfigError(f"unknown detector(s) {', '.join(unknown) or '(none given)'}; choose from "
-                              f"{', '.join(DETECTORS)}")
+        if unknown:
+            raise ConfigError(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(DETECTORS)}")
         if self.images < 1 or self.warmup < 0:
             raise ConfigError(f"--images {self.images} --warmup {self.warmup}: time at least 1 image after 0 or more "
                               "warm-up ones")
         for name, path in self.checkpoints.items():
             if name not in DETECTORS:
                 raise ConfigError(f"--checkpoint {name}={path}: {name} is not one of {', '.join(DETECTORS)}")
+        for name, path in self.checkpoints.items():   # (loading them only once every name is known)
             _check_checkpoint_model(name, path)
         if self.variant and not any(config_path(n, self.dataset, self.configs, self.variant).exists()
                                     for n in self.detectors):
@@ -101,7 +96,9 @@ def config_path(name: str, dataset: str, configs_dir: Path, variant: str | None 
 
 
 def detector_config(name: str, options: BenchmarkOptions) -> tuple[Config, str]:
-    """The config used for ``name`` on the benchmark's data and a note on where it came from."""
+    """The config used for ``name`` on the benchmark's data and a note on where it came from:
+    ``configs/<detector>_<dataset>[_<variant>].yaml``, else the detector's raccoon recipe with the
+    data replaced; torchvision's ``FasterRCNN`` is built from Faster R-CNN's config."""
     path = config_path(name, options.dataset, options.configs)
     variant = config_path(name, options.dataset, options.configs, options.variant)
     if options.variant and variant.exists():
@@ -115,7 +112,7 @@ def detector_config(name: str, options: BenchmarkOptions) -> tuple[Config, str]:
     if not path.exists():
         raise ConfigError(f"no config for {name}; expected {path}")
     if name == "torchvision":
-        overrides.append("model.name=torchvision_faster_rcnn")
+        overrides.append(f"model.name={MODEL_NAMES[name]}")
     if options.backbone:
         overrides.append(f"model.backbone.name={options.backbone}")
     if options.weights:
@@ -257,28 +254,32 @@ def _write(results: dict, out: Path) -> None:
     atomic_write_text(out / "results.md", markdown(results))
 
 
-def run_benchmark(options: BenchmarkOptions, command: str = "detect.benchmark.run_benchmark") -> dict:
+def run_benchmark(options: BenchmarkOptions, command: str | None = None) -> dict:
     """The whole table: every detector of ``options`` in turn, its row written as soon as it is
     measured (a long run that stops keeps them). Returns the results (as in ``results.json``);
-    a detector that fails is listed under ``failed`` and the others still run."""
+    a detector that fails is listed under ``failed`` and the others still run. ``command`` is
+    what results.md says produced them (default: these options)."""
     options.check()
     reference = load_reference(options.reference, options.dataset, options.quick) if options.reference else None
     out = options.output_dir()
     earlier = earlier_benchmark(out, [n for n in options.detectors if n not in options.checkpoints], options.overwrite)
-    # Before any training: the test split is there and has images to time (this also generates the
-    # built-in data, which then is not counted in the first detector's training time).
-    test_images = check_test_split(detector_config(options.detectors[0], options)[0], options)
+    # Every config before any training: a bad one must not stop the run after hours of the others.
+    configs = {name: detector_config(name, options) for name in options.detectors}
+    # The test split is there and has images to time (this also generates the built-in data, which
+    # then is not counted in the first detector's training time).
+    test_images = check_test_split(configs[options.detectors[0]][0], options)
     if earlier:
         remove_earlier_benchmark(out, earlier)
     started = time.perf_counter()
-    results = {"dataset": options.dataset, "data": options.data, "quick": options.quick, "command": command,
+    results = {"dataset": options.dataset, "data": options.data, "quick": options.quick,
+               "command": command or f"detect.benchmark.run_benchmark({options!r})",
                "machine": machine(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "test_images": test_images, "warmup": options.warmup, "rows": [], "failed": []}
     if reference is not None:
         results.update(reference=reference_summary(options.reference, reference), tolerance=options.tolerance,
                        reproduction=[])
     for name in options.detectors:
-        config, note = detector_config(name, options)
+        config, note = configs[name]
         logger.info("=== %s (%s)", TITLES[name], note)
         try:
             row = benchmark_detector(name, config, options)

@@ -8,6 +8,7 @@ from detect.benchmark import TITLES, BenchmarkOptions, run_benchmark
 from detect.benchmark.report import markdown
 from detect.benchmark.reproduction import config_changes, load_reference, reproduction, reproduction_summary
 
+
 def _results(maps: dict, epochs: int = 6, git: str = "abc1234") -> dict:
     rows = [{"detector": name, "title": TITLES[name], "voc07_map": value,
              "config": {"train": {"epochs": epochs, "output_dir": f"runs/{git}/{name}"}, "model": {"input_size": 480}}}
@@ -43,9 +44,9 @@ def test_a_key_newer_than_the_reference_counts_only_when_set_away_from_its_defau
     assert Config().data.train_difficult is True
     reference = {"train": {"epochs": 6}, "data": {"root": "a"}}
     assert config_changes({"train": {"epochs": 6}, "data": {"root": "a", "train_difficult": True}},
-                                    reference) == []
+                          reference) == []
     assert config_changes({"train": {"epochs": 6}, "data": {"root": "a", "train_difficult": False}},
-                                    reference) == ["data.train_difficult: (absent) → False"]
+                          reference) == ["data.train_difficult: (absent) → False"]
     # A key this run no longer has is always reported, whatever its value was.
     assert config_changes({"train": {"epochs": 6}, "data": {}}, reference) == ["data.root: a → (absent)"]
 
@@ -60,7 +61,7 @@ def test_reproduction_table_in_the_markdown():
                    reference={"path": "old/results.json", "git": "abc1234", "date": "2026-12-04 06:00 UTC",
                               "cpu": "Test CPU", "cpu_bfloat16": True}, tolerance=0.02)
     results["reproduction"] = reproduction(results["rows"], _results({"faster_rcnn": 0.9003, "yolo": 0.75}),
-                                                     tolerance=0.02)
+                                           tolerance=0.02)
     results["rows"][0]["backbone_ms"] = 21.24       # the other row is an older run's, without the backbone time
     table = markdown(results)
     assert "| 60.0 min |" not in table and "| 1.0 min | 40.0 (39.0–41.0) | 21.2 | — | 1.00 M | 100 MB |" in table

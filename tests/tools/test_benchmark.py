@@ -67,6 +67,21 @@ def test_unknown_detector_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unknown detector"):
         benchmark.main(["--detectors", "ssd"])
+    with pytest.raises(ConfigError, match="--detectors is empty; choose from rcnn, fast_rcnn"):
+        benchmark.main(["--detectors", " , "])
+
+
+def test_checkpoint_options_are_refused_before_any_checkpoint_is_read(tmp_path):
+    from detect.errors import ConfigError
+
+    assert benchmark.parse_checkpoints(["yolo=a.pt", "faster_rcnn=b=c.pt"]) == {"yolo": "a.pt", "faster_rcnn": "b=c.pt"}
+    for malformed in ("yolo", "yolo=", "=a.pt"):
+        with pytest.raises(ConfigError, match="expected NAME=PATH"):
+            benchmark.parse_checkpoints([malformed])
+    # An unknown name is refused before the known detector's checkpoint (here not even a file) is loaded.
+    options = BenchmarkOptions(detectors=("yolo",), checkpoints={"yolo": str(tmp_path / "none.pt"), "ssd": "x.pt"})
+    with pytest.raises(ConfigError, match="--checkpoint ssd=x.pt: ssd is not one of rcnn"):
+        options.check()
 
 
 def test_variant_prefers_its_config_and_falls_back_per_detector(tmp_path):
