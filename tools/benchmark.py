@@ -50,7 +50,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from detect.benchmark import DETECTORS, TITLES, BenchmarkOptions, run_benchmark
+from detect.benchmark import DETECTORS, BenchmarkOptions, run_benchmark
 from detect.benchmark.report import markdown
 from detect.benchmark.reproduction import reproduction_summary
 from detect.cli import add_common_arguments, run, setup_logging
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.reference is not None:
         print(reproduction_summary(results["reproduction"], options.reference, options.tolerance))
     if results["failed"]:
-        print("failed: " + ", ".join(TITLES[f["detector"]] for f in results["failed"]) + " (see results.md)")
+        print("failed: " + ", ".join(f["title"] for f in results["failed"]) + " (see results.md)")
         return 1
     return 0
 
